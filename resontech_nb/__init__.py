@@ -1,0 +1,59 @@
+"""resontech_nb: train a PyTorch model from a notebook cell federated with NVIDIA FLARE.
+
+``%load_ext resontech_nb`` registers the magics; the Python API below is what they wrap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import FederationConfig, ResonTechConfig, TrainingConfig
+from .errors import ResonTechError
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "capture": ("resontech_nb.capture", "capture"),
+    "ModelSpec": ("resontech_nb.capture", "ModelSpec"),
+    "build_job": ("resontech_nb.api", "build_job"),
+    "submit": ("resontech_nb.api", "submit"),
+    "attach": ("resontech_nb.api", "attach"),
+    "Job": ("resontech_nb.job", "Job"),
+    "RoundRecord": ("resontech_nb.records", "RoundRecord"),
+    "make_shard": ("resontech_nb.shards", "make_shard"),
+    "make_shard_from_folder": ("resontech_nb.shards", "make_shard_from_folder"),
+    "validate_shards": ("resontech_nb.shards", "validate_shards"),
+    "make_synthetic_shards": ("resontech_nb.datasets", "make_synthetic_shards"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so that `import resontech_nb` stays fast and torch/nvflare load only when used.
+    if name in _LAZY:
+        import importlib
+
+        module_name, attr = _LAZY[name]
+        return getattr(importlib.import_module(module_name), attr)
+    raise AttributeError(f"module 'resontech_nb' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext resontech_nb``."""
+    from .magics import register
+
+    register(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from .magics import unregister
+
+    unregister(ipython)
+
+
+__all__ = [
+    "FederationConfig",
+    "ResonTechConfig",
+    "ResonTechError",
+    "TrainingConfig",
+    *_LAZY,
+]

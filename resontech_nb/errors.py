@@ -1,0 +1,54 @@
+"""One exception hierarchy for the package: catch ``ResonTechError`` for all of them.
+
+Every message names the fix, so a magic can show it as a one-line ``UsageError``.
+"""
+
+from __future__ import annotations
+
+
+class ResonTechError(Exception):
+    """Base class of every error raised on purpose by resontech_nb."""
+
+
+class ConfigError(ResonTechError, ValueError):
+    """A configuration value is missing or invalid."""
+
+
+class CaptureError(ResonTechError):
+    """The model class or training function cannot be captured into model_def.py."""
+
+
+class PreflightError(CaptureError):
+    """The captured model failed to instantiate or to run one forward pass."""
+
+
+class ManifestError(ResonTechError):
+    """A shard ZIP or its manifest.ndjson is invalid."""
+
+
+class JobBuildError(ResonTechError):
+    """The NVFlare job folder cannot be built from the given inputs."""
+
+
+class SubmitError(ResonTechError):
+    """A job could not be submitted to its target."""
+
+
+class JobNotFoundError(ResonTechError, LookupError):
+    """No job with this id is known to the target."""
+
+
+class JobFailedError(ResonTechError):
+    """The job ended without a result (failed or aborted)."""
+
+
+class AuthError(ResonTechError):
+    """Login failed or the session is not allowed to do this."""
+
+
+class PlatformError(ResonTechError):
+    """The ResonTech REST API answered with an error."""
+
+
+class StorageError(ResonTechError):
+    """An S3 operation failed (missing bucket, wrong keys, checksum mismatch)."""

@@ -1,0 +1,148 @@
+"""``Job``: the handle every target returns.
+
+A target implements four small methods (``_poll``, ``_fetch_rounds``, ``_fetch_result``,
+``_abort``); waiting, caching and the dashboard live here once for all targets.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import JobFailedError
+from .records import RoundRecord
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+SUBMITTED = "SUBMITTED"
+RUNNING = "RUNNING"
+FINISHED = "FINISHED"
+FAILED = "FAILED"
+ABORTED = "ABORTED"
+ACTIVE_STATES = (SUBMITTED, RUNNING)
+FINAL_STATES = (FINISHED, FAILED, ABORTED)
+
+
+@dataclass(frozen=True)
+class JobState:
+    status: str
+    error: str | None = None
+
+
+def jobs_home() -> Path:
+    """Where local job state lives (``$RESONTECH_NB_HOME``, default ``~/.resontech_nb``)."""
+    home = Path(os.environ.get("RESONTECH_NB_HOME") or Path.home() / ".resontech_nb").expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+class Job(ABC):
+    """A submitted federated job.
+
+    ``status`` is one of SUBMITTED, RUNNING, FINISHED, FAILED, ABORTED; ``rounds`` holds one
+    ``RoundRecord`` per finished round; ``result()`` returns the final global ``state_dict``.
+    """
+
+    target: str = ""
+    poll_interval: float = 1.0
+
+    def __init__(self, job_id: str, *, num_rounds: int, clients: list[str] | None = None, name: str = "") -> None:
+        self.id = job_id
+        self.num_rounds = num_rounds
+        self.clients = list(clients or [])
+        self.name = name or job_id
+        self.submitted_at = time.time()
+        self._state = JobState(SUBMITTED)
+        self._rounds: list[RoundRecord] = []
+        self._result: dict[str, Any] | None = None
+
+    # -- what a target implements -------------------------------------------------
+    @abstractmethod
+    def _poll(self) -> JobState:
+        """Ask the target for the current state."""
+
+    @abstractmethod
+    def _fetch_rounds(self) -> list[RoundRecord]:
+        """All round records so far."""
+
+    @abstractmethod
+    def _fetch_result(self) -> dict[str, Any]:
+        """The final global state_dict (only called once FINISHED)."""
+
+    @abstractmethod
+    def _abort(self) -> None:
+        """Stop the job and everything it started."""
+
+    # -- the public surface ----------------------------------------------------------
+    def refresh(self) -> JobState:
+        if self._state.status not in FINAL_STATES:
+            self._state = self._poll()
+            self._rounds = self._fetch_rounds()
+        return self._state
+
+    @property
+    def status(self) -> str:
+        return self.refresh().status
+
+    @property
+    def error(self) -> str | None:
+        return self.refresh().error
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINAL_STATES
+
+    @property
+    def rounds(self) -> list[RoundRecord]:
+        self.refresh()
+        return list(self._rounds)
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the job ends; return its final status. Raises TimeoutError."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.status not in FINAL_STATES:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.id} still {self._state.status} after {timeout} s")
+            time.sleep(self.poll_interval)
+        return self._state.status
+
+    def result(self, timeout: float | None = None) -> dict[str, "torch.Tensor"]:
+        """The final global model's ``state_dict``; waits for the job to end."""
+        status = self.wait(timeout)
+        if status != FINISHED:
+            detail = f": {self._state.error}" if self._state.error else ""
+            raise JobFailedError(f"job {self.id} ended {status} and has no result{detail}")
+        if self._result is None:
+            self._result = self._fetch_result()
+        return self._result
+
+    def abort(self) -> None:
+        """Stop the job; a job that already ended is left as it is."""
+        if self.status in FINAL_STATES:
+            return
+        self._abort()
+        self._state = JobState(ABORTED)
+
+    def dashboard(self, wait: bool = False, display: bool = True) -> Any:
+        """Show the live dashboard for this job (see ``resontech_nb.dashboard``)."""
+        from .dashboard import show_dashboard
+
+        return show_dashboard(self, wait=wait, display=display)
+
+    def summary(self) -> str:
+        state = self.refresh()
+        done = len(self._rounds)
+        line = f"job {self.id} [{self.target}] {state.status}: round {done} of {self.num_rounds}"
+        if self._rounds and self._rounds[-1].global_loss is not None:
+            line += f", global loss {self._rounds[-1].global_loss:.4f}"
+        if state.error:
+            line += f" ({state.error})"
+        return line
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} {self._state.status}>"

@@ -1,0 +1,28 @@
+"""Target registry: name -> ``module:Class``. A fourth target is one new module and one line here."""
+
+from __future__ import annotations
+
+import importlib
+
+from ..config import ResonTechConfig
+from ..errors import ConfigError
+from .base import BuiltJob, Target
+
+TARGETS: dict[str, str] = {
+    "local": "resontech_nb.targets.local:LocalTarget",
+    "nvflare": "resontech_nb.targets.nvflare:NVFlareTarget",
+    "resontech": "resontech_nb.targets.resontech:ResonTechTarget",
+}
+
+
+def get_target(name: str, config: ResonTechConfig | None = None) -> Target:
+    """The target called ``name``, set up with ``config``."""
+    try:
+        module_name, class_name = TARGETS[name].split(":")
+    except KeyError:
+        raise ConfigError(f"unknown target {name!r}; use one of: {', '.join(TARGETS)}") from None
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(config)
+
+
+__all__ = ["TARGETS", "BuiltJob", "Target", "get_target"]
