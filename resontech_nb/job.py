@@ -111,7 +111,7 @@ class Job(ABC):
             time.sleep(self.poll_interval)
         return self._state.status
 
-    def result(self, timeout: float | None = None) -> dict[str, "torch.Tensor"]:
+    def result(self, timeout: float | None = None) -> dict[str, torch.Tensor]:
         """The final global model's ``state_dict``; waits for the job to end."""
         status = self.wait(timeout)
         if status != FINISHED:

@@ -7,8 +7,9 @@ Rounds are numbered from 0 as in NVFlare; displays show ``round + 1``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 TOOK_PART = "ok"
 FAILED = "failed"
@@ -57,7 +58,7 @@ class RoundRecord:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RoundRecord":
+    def from_dict(cls, data: dict[str, Any]) -> RoundRecord:
         clients = {
             name: ClientRound(
                 status=str(c.get("status", ABSENT)),

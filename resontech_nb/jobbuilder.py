@@ -1,0 +1,247 @@
+"""Build a real NVFlare job folder from a captured model.
+
+Layout (NVFlare's job format, the shape of the scatter-and-gather tutorial)::
+
+    <job>/meta.json
+    <job>/app/config/config_fed_server.json   ScatterAndGather + weighted FedAvg + persistor + recorder
+    <job>/app/config/config_fed_client.json   RTTrainExecutor (or the user's Executor) for task "train"
+    <job>/app/custom/model_def.py             the captured model class and fl_train_model
+    <job>/app/custom/rt_*.py                  the job-side code from resontech_nb/jobcode/
+
+Nothing in the folder imports resontech_nb, so it runs unchanged in the simulator, in POC
+mode and on a production deployment (whose sites need bring-your-own-code rights).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import FederationConfig, TrainingConfig, as_config
+from .errors import JobBuildError
+from .job import jobs_home
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .capture import ModelSpec
+    from .shards import ShardSet
+
+log = logging.getLogger(__name__)
+
+JOBCODE_DIR = Path(__file__).parent / "jobcode"
+JOBCODE_FILES = ("rt_executor.py", "rt_persistor.py", "rt_recorder.py", "rt_manifest.py", "rt_default_train.py")
+APP = "app"
+SAG = "nvflare.app_common.workflows.scatter_and_gather.ScatterAndGather"
+AGGREGATOR = "nvflare.app_common.aggregators.intime_accumulate_model_aggregator.InTimeAccumulateWeightedAggregator"
+SHAREABLE_GENERATOR = (
+    "nvflare.app_common.shareablegenerators.full_model_shareable_generator.FullModelShareableGenerator"
+)
+
+
+def build_job(
+    spec: ModelSpec,
+    shards: ShardSet,
+    training: TrainingConfig | None = None,
+    federation: FederationConfig | None = None,
+    out: str | Path | None = None,
+    executor: type | None = None,
+    persistor: type | None = None,
+) -> Path:
+    """Write the job folder for ``spec`` trained on ``shards`` (a validated ``ShardSet``); return its path."""
+    training = as_config(TrainingConfig, training)
+    federation = as_config(FederationConfig, federation)
+    if federation.min_clients > len(shards.shards):
+        raise JobBuildError(
+            f"min_clients={federation.min_clients} but only {len(shards.shards)} shard(s) were given: "
+            f"lower --min-clients or add shards"
+        )
+    try:
+        compile(spec.source, "model_def.py", "exec")
+    except SyntaxError as exc:
+        raise JobBuildError(
+            f"model_def.py does not compile (line {exc.lineno}: {exc.msg}): re-run the %%fl_model cell"
+        ) from None
+
+    job_dir = _prepare_out(out, federation.job_name)
+    custom = job_dir / APP / "custom"
+    config_dir = job_dir / APP / "config"
+    custom.mkdir(parents=True)
+    config_dir.mkdir(parents=True)
+
+    (custom / "model_def.py").write_text(spec.source, encoding="utf-8")
+    for name in JOBCODE_FILES:
+        shutil.copyfile(JOBCODE_DIR / name, custom / name)
+
+    hyperparams = training.to_dict()
+    hyperparams["num_classes"] = training.num_classes or shards.num_classes
+    hyperparams["multi_label"] = bool(shards.multi_label)
+    standard_args = {"model_module": "model_def", "model_class": spec.class_name}
+
+    executor_path, executor_args = "rt_executor.RTTrainExecutor", {
+        **standard_args,
+        "shards": {site: str(Path(p).resolve()) for site, p in shards.shards.items()},
+        "hyperparams": hyperparams,
+    }
+    if executor is not None:
+        executor_path = _ship_component(executor, "nvflare.apis.executor.Executor", custom)
+        executor_args = _accepted_args(executor, executor_args)
+    persistor_path, persistor_args = "rt_persistor.RTModelPersistor", dict(standard_args)
+    if persistor is not None:
+        persistor_path = _ship_component(
+            persistor, "nvflare.app_common.abstract.model_persistor.ModelPersistor", custom
+        )
+        persistor_args = _accepted_args(persistor, persistor_args)
+
+    _write_json(job_dir / "meta.json", _meta(federation))
+    _write_json(config_dir / "config_fed_server.json", _server_config(federation, persistor_path, persistor_args))
+    _write_json(config_dir / "config_fed_client.json", _client_config(executor_path, executor_args))
+    log.info("built NVFlare job %s at %s", federation.job_name, job_dir)
+    return job_dir
+
+
+def set_shards(job_dir: str | Path, shards: dict[str, str | Path]) -> None:
+    """Point each site of a built job at its shard on this machine (used where the job runs)."""
+    path = Path(job_dir) / APP / "config" / "config_fed_client.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    for entry in config["executors"]:
+        args = entry["executor"].setdefault("args", {})
+        if "shards" in args or entry["executor"]["path"] == "rt_executor.RTTrainExecutor":
+            args["shards"] = {site: str(Path(p).resolve()) for site, p in shards.items()}
+    _write_json(path, config)
+
+
+def read_job_info(job_dir: str | Path) -> dict[str, Any]:
+    """Name, rounds, min_clients and sites of a built job, read back from its configs."""
+    job_dir = Path(job_dir)
+    meta = json.loads((job_dir / "meta.json").read_text(encoding="utf-8"))
+    server = json.loads((job_dir / APP / "config" / "config_fed_server.json").read_text(encoding="utf-8"))
+    client = json.loads((job_dir / APP / "config" / "config_fed_client.json").read_text(encoding="utf-8"))
+    workflow = next(w for w in server["workflows"] if w["id"] == "scatter_and_gather")["args"]
+    shards = client["executors"][0]["executor"].get("args", {}).get("shards", {})
+    return {
+        "name": meta["name"],
+        "num_rounds": workflow["num_rounds"],
+        "min_clients": workflow["min_clients"],
+        "sites": list(shards),
+    }
+
+
+# -- configs ---------------------------------------------------------------------
+
+
+def _meta(federation: FederationConfig) -> dict[str, Any]:
+    return {
+        "name": federation.job_name,
+        "resource_spec": {},
+        "min_clients": federation.min_clients,
+        "deploy_map": {APP: ["@ALL"]},
+    }
+
+
+def _server_config(federation: FederationConfig, persistor_path: str, persistor_args: dict) -> dict[str, Any]:
+    return {
+        "format_version": 2,
+        "server": {"heart_beat_timeout": federation.heart_beat_timeout},
+        "task_data_filters": [],
+        "task_result_filters": [],
+        "components": [
+            {"id": "persistor", "path": persistor_path, "args": persistor_args},
+            {"id": "shareable_generator", "path": SHAREABLE_GENERATOR, "args": {}},
+            # Weighted by each result's NUM_STEPS_CURRENT_ROUND, i.e. the sample count fl_train_model returned.
+            {"id": "aggregator", "path": AGGREGATOR, "args": {"expected_data_kind": "WEIGHTS"}},
+            {"id": "rt_recorder", "path": "rt_recorder.RoundRecorder", "args": {}},
+        ],
+        "workflows": [
+            {
+                "id": "scatter_and_gather",
+                "path": SAG,
+                "args": {
+                    "min_clients": federation.min_clients,
+                    "num_rounds": federation.num_rounds,
+                    "start_round": 0,
+                    "wait_time_after_min_received": federation.wait_time_after_min_received,
+                    "aggregator_id": "aggregator",
+                    "persistor_id": "persistor",
+                    "shareable_generator_id": "shareable_generator",
+                    "train_task_name": "train",
+                    "train_timeout": 0,
+                },
+            }
+        ],
+    }
+
+
+def _client_config(executor_path: str, executor_args: dict) -> dict[str, Any]:
+    return {
+        "format_version": 2,
+        "executors": [{"tasks": ["train"], "executor": {"path": executor_path, "args": executor_args}}],
+        "task_result_filters": [],
+        "task_data_filters": [],
+        "components": [],
+    }
+
+
+# -- helpers -----------------------------------------------------------------------
+
+
+def _prepare_out(out: str | Path | None, job_name: str) -> Path:
+    if out is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = jobs_home() / "builds" / f"{job_name}-{stamp}-{time.time_ns() % 1_000_000:06d}"
+    job_dir = Path(out).expanduser().resolve()
+    if job_dir.exists():
+        if not job_dir.is_dir():
+            raise JobBuildError(f"{job_dir} is a file: give --build-only a folder path")
+        if any(job_dir.iterdir()):
+            if not (job_dir / "meta.json").exists():
+                raise JobBuildError(f"{job_dir} is not empty and holds no earlier job: choose an empty folder")
+            shutil.rmtree(job_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    return job_dir
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def _accepted_args(cls: type, args: dict[str, Any]) -> dict[str, Any]:
+    """The subset of our standard args that ``cls.__init__`` takes."""
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(args)
+    return {k: v for k, v in args.items() if k in params}
+
+
+def _ship_component(cls: type, base_path: str, custom: Path) -> str:
+    """Write the source of a user's NVFlare component class into custom/; return its config path."""
+    module_name, base_attr = base_path.rsplit(".", 1)
+    base = getattr(__import__(module_name, fromlist=[base_attr]), base_attr)
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise JobBuildError(f"{cls!r} must be a subclass of {base_path}")
+    module = sys.modules.get(cls.__module__)
+    source_file = None
+    if module is not None and cls.__module__ not in ("__main__", "builtins"):
+        try:
+            source_file = inspect.getsourcefile(module)
+        except TypeError:
+            source_file = None
+    if source_file and Path(source_file).is_file():
+        target_module = cls.__module__.split(".")[-1]
+        if cls.__module__.split(".")[0] == "nvflare":
+            return f"{cls.__module__}.{cls.__qualname__}"  # shipped with NVFlare itself
+        shutil.copyfile(source_file, custom / f"{target_module}.py")
+        return f"{target_module}.{cls.__qualname__}"
+    from .capture import component_source
+
+    target_module = "user_" + re.sub(r"\W", "_", cls.__name__).lower()
+    (custom / f"{target_module}.py").write_text(component_source(cls), encoding="utf-8")
+    return f"{target_module}.{cls.__name__}"

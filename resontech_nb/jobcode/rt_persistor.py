@@ -1,0 +1,70 @@
+"""Server-side persistor: initial weights from the model class, the final global model as a .pt file.
+
+Shipped in the job's ``custom/`` folder; plain NVFlare + torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+import torch
+from nvflare.apis.fl_context import FLContext
+from nvflare.app_common.abstract.model import ModelLearnable, ModelLearnableKey, make_model_learnable
+from nvflare.app_common.abstract.model_persistor import ModelPersistor
+
+GLOBAL_MODEL_FILE = "global_model.pt"
+
+
+class RTModelPersistor(ModelPersistor):
+    """Builds the model from ``model_def`` and saves each new global model under ``<run dir>/models``."""
+
+    def __init__(
+        self,
+        model_module: str = "model_def",
+        model_class: str = "Net",
+        initial_weights: str = "",
+        model_dir: str = "models",
+    ) -> None:
+        super().__init__()
+        self.model_module = model_module
+        self.model_class = model_class
+        self.initial_weights = initial_weights
+        self.model_dir = model_dir
+
+    def _model(self) -> torch.nn.Module:
+        module = importlib.import_module(self.model_module)
+        return getattr(module, self.model_class)()
+
+    def _model_path(self, fl_ctx: FLContext) -> str:
+        workspace = fl_ctx.get_engine().get_workspace()
+        run_dir = workspace.get_run_dir(fl_ctx.get_job_id())
+        return os.path.join(run_dir, self.model_dir, GLOBAL_MODEL_FILE)
+
+    def load_model(self, fl_ctx: FLContext) -> ModelLearnable:
+        model = self._model()
+        state = model.state_dict()
+        if self.initial_weights:
+            path = self.initial_weights
+            if not os.path.isabs(path):
+                path = os.path.join(os.path.dirname(os.path.abspath(__file__)), path)
+            state.update(torch.load(path, map_location="cpu", weights_only=True))
+        weights = {k: v.detach().cpu().numpy() for k, v in state.items()}
+        self.log_info(fl_ctx, f"initial model {self.model_class}: {len(weights)} tensors")
+        return make_model_learnable(weights=weights, meta_props={})
+
+    def save_model(self, model_learnable: ModelLearnable, fl_ctx: FLContext) -> None:
+        reference = self._model().state_dict()
+        state = {}
+        for key, value in model_learnable[ModelLearnableKey.WEIGHTS].items():
+            tensor = torch.as_tensor(np.asarray(value))
+            if key in reference:
+                tensor = tensor.to(reference[key].dtype).reshape(reference[key].shape)
+            state[key] = tensor
+        path = self._model_path(fl_ctx)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        self.log_info(fl_ctx, f"saved global model to {path}")

@@ -1,0 +1,267 @@
+"""The ``local`` target: NVFlare's simulator in a detached child process, one site per shard.
+
+State lives in ``<home>/jobs/<job id>/`` (``state.json``, the job folder, the simulator
+workspace and its log), so ``attach`` works from any process, also after a kernel restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from ..errors import JobNotFoundError, SubmitError
+from ..job import ABORTED, FAILED, FINISHED, RUNNING, Job, JobState, jobs_home
+from ..records import RoundRecord, parse_lines
+from .base import BuiltJob, Target
+
+log = logging.getLogger(__name__)
+
+ROUNDS_FILE = "rounds.jsonl"
+MODEL_FILE = "global_model.pt"
+_CHILDREN: dict[str, subprocess.Popen] = {}  # reaped by this process when it started them
+
+
+def new_job_id(name: str) -> str:
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+class LocalTarget(Target):
+    name = "local"
+
+    def __init__(self, config: Any = None, home: str | Path | None = None) -> None:
+        super().__init__(config)
+        self.home = Path(home) if home is not None else jobs_home()
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.home / "jobs" / job_id
+
+    def submit(self, built: BuiltJob, job_id: str | None = None) -> LocalJob:
+        job_id = job_id or new_job_id(built.federation.job_name)
+        state_dir = self.job_dir(job_id)
+        state_dir.mkdir(parents=True)
+        job_folder = state_dir / "job"
+        shutil.copytree(built.job_dir, job_folder)
+        workspace = state_dir / "workspace"
+        sites = sorted(built.shards)
+        command = [
+            sys.executable,
+            "-m",
+            "nvflare.private.fed.app.simulator.simulator",
+            str(job_folder),
+            "-w",
+            str(workspace),
+            "-c",
+            ",".join(sites),
+            "-t",
+            str(len(sites)),
+        ]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop("RESONTECH_PASSWORD", None)  # the job never needs it
+        with open(state_dir / "simulator.log", "wb") as log_file:
+            try:
+                proc = subprocess.Popen(
+                    command,
+                    cwd=state_dir,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                shutil.rmtree(state_dir, ignore_errors=True)
+                raise SubmitError(f"could not start NVFlare's simulator: {exc}") from None
+        _CHILDREN[job_id] = proc
+        state = {
+            "id": job_id,
+            "name": built.federation.job_name,
+            "num_rounds": built.federation.num_rounds,
+            "sites": sites,
+            "pid": proc.pid,
+            "create_time": psutil.Process(proc.pid).create_time(),
+            "submitted_at": time.time(),
+            "status": RUNNING,
+            "error": None,
+        }
+        _write_state(state_dir, state)
+        log.info("local job %s started (pid %s)", job_id, proc.pid)
+        return LocalJob(state_dir)
+
+    def attach(self, job_id: str) -> LocalJob:
+        state_dir = self.job_dir(job_id)
+        if not (state_dir / "state.json").is_file():
+            raise JobNotFoundError(f"no local job {job_id!r} under {self.home / 'jobs'}: check the id (%fl_status)")
+        return LocalJob(state_dir)
+
+
+class LocalJob(Job):
+    """A job running (or run) in NVFlare's simulator on this machine."""
+
+    target = "local"
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        state = _read_state(self.state_dir)
+        super().__init__(state["id"], num_rounds=state["num_rounds"], clients=state["sites"], name=state["name"])
+        self.submitted_at = state["submitted_at"]
+        self._rounds_path: Path | None = None
+        self._model_path: Path | None = None
+
+    @property
+    def workspace(self) -> Path:
+        return self.state_dir / "workspace"
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "simulator.log"
+
+    def _poll(self) -> JobState:
+        state = _read_state(self.state_dir)
+        if state["status"] in (FINISHED, FAILED, ABORTED):
+            return JobState(state["status"], state.get("error"))
+        if _process_alive(self.id, state):
+            return JobState(RUNNING)
+        records = self._fetch_rounds()
+        model = self._find("models/" + MODEL_FILE)
+        if len(records) >= self.num_rounds and model is not None:
+            final = JobState(FINISHED)
+        else:
+            final = JobState(FAILED, self._error_from_log() or f"simulator stopped after {len(records)} round(s)")
+        state.update(status=final.status, error=final.error, ended_at=time.time())
+        _write_state(self.state_dir, state)
+        return final
+
+    def _fetch_rounds(self) -> list[RoundRecord]:
+        path = self._rounds_path or self._find(ROUNDS_FILE)
+        if path is None:
+            return []
+        self._rounds_path = path
+        try:
+            return parse_lines(path.read_text(encoding="utf-8").splitlines())
+        except OSError:
+            return []
+
+    def _fetch_result(self) -> dict[str, Any]:
+        import torch
+
+        path = self._find("models/" + MODEL_FILE)
+        if path is None:
+            raise JobNotFoundError(f"job {self.id} finished but its global model is missing under {self.workspace}")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    def _abort(self) -> None:
+        state = _read_state(self.state_dir)
+        stop_process_group(state["pid"], state.get("create_time"))
+        for proc in _processes_using(self.workspace):
+            _terminate(proc)
+        child = _CHILDREN.pop(self.id, None)
+        if child is not None:
+            child.wait(timeout=10)
+        state.update(status=ABORTED, error="aborted by the user", ended_at=time.time())
+        _write_state(self.state_dir, state)
+
+    def _find(self, relative: str) -> Path | None:
+        server = self.workspace / "server"
+        if not server.is_dir():
+            return None
+        for candidate in sorted(server.glob(f"*/{relative}")):
+            return candidate
+        return None
+
+    def _error_from_log(self) -> str | None:
+        try:
+            lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return None
+        for line in reversed(lines):
+            if " ERROR " in line or line.startswith(("Error", "Traceback")) or "Exception" in line:
+                return line.strip()[-500:]
+        return None
+
+
+# -- process helpers ---------------------------------------------------------------
+
+
+def _state_path(state_dir: Path) -> Path:
+    return state_dir / "state.json"
+
+
+def _read_state(state_dir: Path) -> dict[str, Any]:
+    return json.loads(_state_path(state_dir).read_text(encoding="utf-8"))
+
+
+def _write_state(state_dir: Path, state: dict[str, Any]) -> None:
+    tmp = _state_path(state_dir).with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2), encoding="utf-8")
+    os.replace(tmp, _state_path(state_dir))
+
+
+def _process_alive(job_id: str, state: dict[str, Any]) -> bool:
+    child = _CHILDREN.get(job_id)
+    if child is not None:
+        return child.poll() is None
+    try:
+        proc = psutil.Process(state["pid"])
+        if state.get("create_time") and abs(proc.create_time() - state["create_time"]) > 1:
+            return False  # the pid was reused
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def stop_process_group(pid: int, create_time: float | None = None, grace: float = 10.0) -> None:
+    """SIGTERM the process group led by ``pid``, then SIGKILL what is left after ``grace`` seconds."""
+    try:
+        leader = psutil.Process(pid)
+        if create_time and abs(leader.create_time() - create_time) > 1:
+            return
+        members = [leader, *leader.children(recursive=True)]
+    except psutil.Error:
+        members = []
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
+    _, alive = psutil.wait_procs(members, timeout=grace)
+    for proc in alive:
+        _terminate(proc, grace=2.0)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _processes_using(path: Path) -> list[psutil.Process]:
+    needle = str(path)
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(needle in part for part in proc.info["cmdline"] or []):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _terminate(proc: psutil.Process, grace: float = 5.0) -> None:
+    try:
+        proc.terminate()
+        proc.wait(timeout=grace)
+    except psutil.TimeoutExpired:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    except psutil.Error:
+        pass
