@@ -238,10 +238,18 @@ def _ship_component(cls: type, base_path: str, custom: Path) -> str:
         target_module = cls.__module__.split(".")[-1]
         if cls.__module__.split(".")[0] == "nvflare":
             return f"{cls.__module__}.{cls.__qualname__}"  # shipped with NVFlare itself
-        shutil.copyfile(source_file, custom / f"{target_module}.py")
-        return f"{target_module}.{cls.__qualname__}"
-    from .capture import component_source
+        source = Path(source_file).read_text(encoding="utf-8")
+    else:
+        from .capture import component_source
 
-    target_module = "user_" + re.sub(r"\W", "_", cls.__name__).lower()
-    (custom / f"{target_module}.py").write_text(component_source(cls), encoding="utf-8")
-    return f"{target_module}.{cls.__name__}"
+        target_module = "user_" + re.sub(r"\W", "_", cls.__name__).lower()
+        source = component_source(cls)
+    (custom / f"{target_module}.py").write_text(_site_imports(source), encoding="utf-8")
+    return f"{target_module}.{cls.__qualname__}"
+
+
+def _site_imports(source: str) -> str:
+    """Subclasses of our defaults import them from resontech_nb.jobcode; on a site they are top-level modules."""
+    source = re.sub(r"\bfrom resontech_nb\.jobcode\.(rt_\w+) import", r"from \1 import", source)
+    source = re.sub(r"\bfrom resontech_nb\.jobcode import (rt_\w+)", r"import \1", source)
+    return re.sub(r"\bimport resontech_nb\.jobcode\.(rt_\w+) as", r"import \1 as", source)

@@ -1,0 +1,70 @@
+"""The main job: a captured model trains federated in NVFlare's simulator; weights come back.
+
+The arithmetic is hello-numpy-sag's, weighted: each site adds its number to every weight and
+reports its own sample count; FedAvg must land exactly on the sample-weighted average.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fl_models
+from resontech_nb import FederationConfig, TrainingConfig, capture, make_synthetic_shards, submit
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def three_shards(tmp_path_factory):
+    return make_synthetic_shards(tmp_path_factory.mktemp("shards"), n_clients=3, img_size=16, seed=1)
+
+
+def expected_after(rounds: int, samples: dict[str, int], failed: dict[int, set[str]] | None = None) -> dict:
+    failed = failed or {}
+    state = {k: v.double() for k, v in fl_models.DeltaNet().state_dict().items()}
+    for r in range(rounds):
+        sites = {s: n for s, n in samples.items() if s not in failed.get(r, set())}
+        delta = sum(n * int(s.rsplit("-", 1)[1]) for s, n in sites.items()) / sum(sites.values())
+        state = {k: v + delta for k, v in state.items()}
+    return state
+
+
+def test_weighted_fedavg_is_exact(three_shards):
+    spec = capture(fl_models.DeltaNet, fl_models.delta_train)
+    job = submit(
+        spec,
+        three_shards,
+        training=TrainingConfig(img_size=16),
+        federation=FederationConfig(num_rounds=3, min_clients=3, wait_time_after_min_received=0, job_name="fedavg"),
+    )
+    assert job.wait(timeout=300) == "FINISHED", job.error
+    result = job.result()
+    expected = expected_after(3, fl_models.SAMPLES)
+    # 2.5 per round: the weighted mean of 1, 2, 3 with weights 10, 20, 50 (the plain mean would be 2.0).
+    for name, value in expected.items():
+        assert torch.equal(result[name], value.float()), (name, result[name], value)
+    assert [r.round for r in job.rounds] == [0, 1, 2]
+    last = job.rounds[-1]
+    assert {s: c.samples for s, c in last.clients.items()} == fl_models.SAMPLES
+    assert all(c.took_part for c in last.clients.values())
+    assert last.global_loss == pytest.approx((10 * 1 + 20 * 2 + 50 * 3) / 80)
+
+
+def test_a_failed_site_does_not_stop_the_job(three_shards):
+    spec = capture(fl_models.DeltaNet, fl_models.flaky_train)
+    job = submit(
+        spec,
+        three_shards,
+        training=TrainingConfig(img_size=16),
+        federation=FederationConfig(num_rounds=3, min_clients=2, wait_time_after_min_received=5, job_name="flaky"),
+    )
+    assert job.wait(timeout=300) == "FINISHED", job.error
+    second = job.rounds[1]
+    assert second.clients["site-2"].status == "failed"
+    assert "disk full on site-2" in second.clients["site-2"].error
+    assert second.participants == ["site-1", "site-3"]
+    assert job.rounds[0].participants == job.rounds[2].participants == ["site-1", "site-2", "site-3"]
+    expected = expected_after(3, fl_models.SAMPLES, failed={1: {"site-2"}})
+    for name, value in expected.items():
+        assert torch.allclose(job.result()[name].double(), value, atol=1e-5)

@@ -1,0 +1,72 @@
+"""The job builder: a real NVFlare job folder that needs nothing from resontech_nb on the sites."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import fl_components
+import fl_models
+from resontech_nb import FederationConfig, TrainingConfig, build_job, capture, make_synthetic_shards, submit
+from resontech_nb.errors import JobBuildError
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return make_synthetic_shards(tmp_path_factory.mktemp("shards"), n_clients=2, img_size=16, seed=5)
+
+
+def test_build_only_writes_a_complete_nvflare_job(tmp_path, shards):
+    spec = capture(fl_models.DeltaNet, fl_models.delta_train)
+    federation = FederationConfig(
+        num_rounds=7, min_clients=2, wait_time_after_min_received=3, heart_beat_timeout=120, job_name="inspect"
+    )
+    job_dir = build_job(spec, shards, TrainingConfig(batch_size=4), federation, out=tmp_path / "job")
+
+    meta = json.loads((job_dir / "meta.json").read_text())
+    assert meta["name"] == "inspect" and meta["min_clients"] == 2
+    server = json.loads((job_dir / "app/config/config_fed_server.json").read_text())
+    assert server["server"]["heart_beat_timeout"] == 120
+    sag = server["workflows"][0]["args"]
+    assert (sag["num_rounds"], sag["min_clients"], sag["wait_time_after_min_received"]) == (7, 2, 3)
+    client = json.loads((job_dir / "app/config/config_fed_client.json").read_text())
+    args = client["executors"][0]["executor"]["args"]
+    assert set(args["shards"]) == {"site-1", "site-2"}
+    assert args["hyperparams"]["batch_size"] == 4 and args["hyperparams"]["num_classes"] >= 2
+    custom = job_dir / "app/custom"
+    assert (custom / "model_def.py").read_text() == spec.source
+    for path in job_dir.rglob("*"):
+        if path.is_file():
+            assert "resontech_nb" not in path.read_text(errors="replace"), path
+
+
+def test_too_few_shards_for_min_clients_is_refused(tmp_path, shards):
+    spec = capture(fl_models.DeltaNet, fl_models.delta_train)
+    with pytest.raises(JobBuildError, match="min_clients=3"):
+        build_job(spec, shards, federation=FederationConfig(min_clients=3), out=tmp_path / "job")
+    assert not (tmp_path / "job").exists()
+
+
+def test_a_non_empty_foreign_folder_is_not_overwritten(tmp_path, shards):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(JobBuildError, match="not empty"):
+        build_job(capture(fl_models.DeltaNet, fl_models.delta_train), shards, out=tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_user_executor_and_persistor_replace_the_defaults(shards):
+    job = submit(
+        capture(fl_models.DeltaNet, fl_models.delta_train),
+        shards,
+        training=TrainingConfig(img_size=16),
+        federation=FederationConfig(num_rounds=2, min_clients=2, wait_time_after_min_received=0, job_name="custom"),
+        executor=fl_components.PlusOneExecutor,
+        persistor=fl_components.OffsetPersistor,
+    )
+    assert job.wait(timeout=300) == "FINISHED", job.error
+    start = fl_models.DeltaNet().state_dict()
+    for name, value in job.result().items():
+        assert torch.equal(value, start[name] + 102.0)
