@@ -1,0 +1,283 @@
+"""Notebook-side shard handling: validate every shard before anything is built, uploaded or submitted,
+and build shards from image files.
+
+Validation reuses ``jobcode/rt_manifest.py``, the same code that reads the manifests on the sites,
+so a shard that passes here reads the same way there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import ssl
+import tempfile
+import urllib.parse
+import zipfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import TrainingConfig, as_config
+from .errors import ManifestError
+from .jobcode import rt_manifest
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+_FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # same content -> same bytes -> unchanged S3 key on re-submit
+
+
+@dataclass
+class ShardSet:
+    """Validated shards, one site per ZIP: ``shards`` maps ``site-1``, ``site-2``, ... to the ZIP path."""
+
+    shards: dict[str, Path]
+    samples: dict[str, int]
+    num_classes: int
+    multi_label: bool
+    remote_uris: int = 0
+    label_counts: dict[str, dict[int, int]] = field(default_factory=dict, repr=False)
+
+    @property
+    def total_samples(self) -> int:
+        return sum(self.samples.values())
+
+    def describe(self) -> str:
+        """One line per site, for display in a notebook."""
+        kind = "multi-label" if self.multi_label else "single-label"
+        lines = [f"{len(self.shards)} shard(s), {self.total_samples} samples, {self.num_classes} classes, {kind}"]
+        for site, path in self.shards.items():
+            lines.append(f"  {site}: {path.name} ({self.samples[site]} samples)")
+        return "\n".join(lines)
+
+
+def _wrap(shard: Path, exc: Exception) -> ManifestError:
+    message = str(exc)
+    if not message.startswith(shard.name):
+        message = f"{shard.name}: {message}"
+    return ManifestError(message)
+
+
+def _list_shards(paths: str | Path | Sequence[str | Path]) -> list[Path]:
+    if isinstance(paths, (str, os.PathLike)):
+        path = Path(paths).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.glob("*.zip") if p.is_file())
+            if not found:
+                if (path / rt_manifest.MANIFEST_FILE).is_file():
+                    raise ManifestError(
+                        f"{path} is an extracted shard folder, not a folder of shard ZIPs: zip it "
+                        "(manifest.ndjson at the ZIP root) or build it with make_shard(...)"
+                    )
+                raise ManifestError(
+                    f"no shard ZIPs (*.zip) found in folder {path}: put one ZIP per site there, e.g. built with "
+                    "make_shard_from_folder(...) or resontech_nb.datasets.make_synthetic_shards(...)"
+                )
+            return found
+        candidates = [path]
+    else:
+        candidates = [Path(p).expanduser() for p in paths]
+        if not candidates:
+            raise ManifestError("no shards given: pass a folder of shard ZIPs, one ZIP, or a list of ZIPs")
+    seen: set[Path] = set()
+    for candidate in candidates:
+        if not candidate.exists():
+            raise ManifestError(f"shard {candidate} does not exist: check the path (--shards)")
+        if candidate.is_dir():
+            raise ManifestError(
+                f"{candidate} is a folder: pass it alone to use every *.zip inside, or list the ZIP files"
+            )
+        if candidate.suffix.lower() != ".zip":
+            raise ManifestError(
+                f"shard {candidate} is not a .zip file: shards are ZIPs with manifest.ndjson at the root"
+            )
+        resolved = candidate.resolve()
+        if resolved in seen:
+            raise ManifestError(f"shard {candidate} is listed twice: every site needs its own ZIP")
+        seen.add(resolved)
+    return candidates
+
+
+def validate_shards(
+    paths: str | Path | Sequence[str | Path],
+    training: TrainingConfig | dict[str, Any] | None = None,
+    check_remote: bool = True,
+    *,
+    timeout: float = 10,
+    ssl_context: ssl.SSLContext | None = None,
+) -> ShardSet:
+    """Validate every shard and return a ``ShardSet``; raise ``ManifestError`` naming shard, line and fix.
+
+    ``paths`` is a folder of ``*.zip`` (sorted; one site per ZIP), a single ZIP, or a list of ZIPs
+    (kept in the given order). With ``training.num_classes == 0`` the class count is inferred as
+    ``max(y) + 1`` over all shards; otherwise every label must be below it. With ``check_remote``
+    every https URI must answer before anything is submitted.
+    """
+    training = as_config(TrainingConfig, training)
+    zips = _list_shards(paths)
+    per_shard: dict[str, list[rt_manifest.Sample]] = {}
+    shards: dict[str, Path] = {}
+    for index, shard in enumerate(zips, start=1):
+        try:
+            samples = rt_manifest.read_manifest(shard, training.manifest_file, training.num_classes)
+        except rt_manifest.ManifestError as exc:
+            raise _wrap(shard, exc) from None
+        if not samples:
+            raise ManifestError(
+                f"{shard.name}: the shard has no samples ({training.manifest_file} has no lines): "
+                "add samples or leave this shard out"
+            )
+        site = f"site-{index}"
+        shards[site] = shard.resolve()
+        per_shard[site] = samples
+
+    remote = 0
+    if check_remote:
+        for site, samples in per_shard.items():
+            try:
+                remote += rt_manifest.check_remote(samples, timeout=timeout, ssl_context=ssl_context)
+            except rt_manifest.ManifestError as exc:
+                raise _wrap(shards[site], exc) from None
+
+    inferred = rt_manifest.infer_num_classes(per_shard.values())
+    num_classes = training.num_classes or inferred
+    multi_label = any(rt_manifest.is_multi_label(samples) for samples in per_shard.values())
+    if num_classes < 2 and not multi_label:
+        log.warning("the shards hold only one class (label 0): a classifier needs at least two")
+    counts: dict[str, dict[int, int]] = {}
+    for site, samples in per_shard.items():
+        site_counts: dict[int, int] = {}
+        for sample in samples:
+            for label in sample.y:
+                site_counts[label] = site_counts.get(label, 0) + 1
+        counts[site] = dict(sorted(site_counts.items()))
+    result = ShardSet(
+        shards=shards,
+        samples={site: len(samples) for site, samples in per_shard.items()},
+        num_classes=num_classes,
+        multi_label=multi_label,
+        remote_uris=remote,
+        label_counts=counts,
+    )
+    log.info("validated shards: %s", result.describe())
+    return result
+
+
+# -- building shards ----------------------------------------------------------------------------
+
+
+def _labels(value: Any, image: Path) -> list[int]:
+    labels = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if (
+        not isinstance(labels, (list, tuple))
+        or not labels
+        or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in labels)
+    ):
+        raise ManifestError(
+            f"labels of {image} must be a class index >= 0 or a non-empty list of them, got {value!r}"
+        )
+    return sorted(set(int(v) for v in labels))
+
+
+def _write_entry(archive: zipfile.ZipFile, name: str, data: bytes, compress: bool) -> None:
+    info = zipfile.ZipInfo(name, date_time=_FIXED_ZIP_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    info.external_attr = 0o644 << 16
+    archive.writestr(info, data)
+
+
+def make_shard(
+    pairs: Iterable[tuple[str | Path, int | Sequence[int]] | tuple[str | Path, int | Sequence[int], dict]],
+    out_zip: str | Path,
+    *,
+    root: str | Path | None = None,
+    manifest_file: str = rt_manifest.MANIFEST_FILE,
+) -> Path:
+    """Write a shard ZIP from ``(image path, labels)`` pairs (optionally a third item: a ``meta`` dict).
+
+    Images go under ``images/`` with ``file://images/...`` URIs. With ``root``, relative image paths
+    are taken from ``root`` and keep their sub-path (``images/<path under root>``), which is also the
+    sample id; otherwise images are numbered. The ZIP's bytes depend only on its content.
+    """
+    out_zip = Path(out_zip)
+    root_path = Path(root) if root is not None else None
+    entries: list[tuple[str, Path, list[int], dict]] = []
+    used: set[str] = set()
+    for index, item in enumerate(pairs):
+        if len(item) not in (2, 3):
+            raise ManifestError(f"item {index} of pairs must be (image path, labels) or (path, labels, meta)")
+        image = Path(item[0])
+        if root_path is not None and not image.is_absolute():
+            image = root_path / image
+        if not image.is_file():
+            raise ManifestError(f"image {image} does not exist: check the path")
+        labels = _labels(item[1], image)
+        meta = dict(item[2]) if len(item) == 3 and item[2] else {}
+        rel = None
+        if root_path is not None:
+            try:
+                rel = image.resolve().relative_to(root_path.resolve()).as_posix()
+            except ValueError:
+                rel = None
+        if rel is None:
+            rel = f"{index:06d}-{image.name}"
+        sample_id = rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
+        if sample_id in used:
+            sample_id = f"{sample_id}#{index}"
+        used.add(sample_id)
+        entries.append((f"images/{rel}", image, labels, {"id": sample_id, **({"meta": meta} if meta else {})}))
+    if not entries:
+        raise ManifestError(f"no images given for {out_zip.name}: a shard needs at least one sample")
+
+    out_zip.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_zip.name}-", suffix=".tmp", dir=out_zip.parent)
+    os.close(fd)
+    try:
+        lines = []
+        with zipfile.ZipFile(tmp_name, "w") as archive:
+            for name, image, labels, extra in entries:
+                suffix = image.suffix.lower()
+                _write_entry(archive, name, image.read_bytes(), compress=suffix not in IMAGE_EXTENSIONS)
+                record = {"id": extra["id"], "uri": "file://" + urllib.parse.quote(name), "y": labels}
+                if "meta" in extra:
+                    record["meta"] = extra["meta"]
+                lines.append(json.dumps(record, sort_keys=False))
+            _write_entry(archive, manifest_file, ("\n".join(lines) + "\n").encode("utf-8"), compress=True)
+        rt_manifest.read_manifest(tmp_name, manifest_file)
+        os.replace(tmp_name, out_zip)
+    except rt_manifest.ManifestError as exc:
+        raise _wrap(out_zip, exc) from None
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    log.info("wrote shard %s with %d samples", out_zip, len(entries))
+    return out_zip
+
+
+def make_shard_from_folder(folder: str | Path, out_zip: str | Path) -> tuple[Path, list[str]]:
+    """Shard a folder with one subfolder of images per class (class index = sorted subfolder order).
+
+    Returns ``(zip path, class names)``; images are found recursively inside each class folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ManifestError(f"{folder} is not a folder: pass a folder with one subfolder of images per class")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ManifestError(
+            f"{folder} has no class subfolders: put each class's images in its own subfolder "
+            "(e.g. cats/, dogs/)"
+        )
+    pairs: list[tuple[Path, int]] = []
+    for index, name in enumerate(classes):
+        images = sorted(
+            p for p in (folder / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        pairs.extend((image, index) for image in images)
+    if not pairs:
+        raise ManifestError(
+            f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in the class subfolders of {folder}"
+        )
+    return make_shard(pairs, out_zip, root=folder), classes

@@ -1,0 +1,180 @@
+"""The default fl_train_model on real synthetic shards: it learns, reports real sample counts, loads the
+incoming weights first, and turns the usual mistakes into messages that name the fix.
+
+``rt_default_train`` is imported the way sites import it: as a top-level module from ``jobcode/``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+JOBCODE = Path(__file__).resolve().parents[1] / "resontech_nb" / "jobcode"
+if str(JOBCODE) not in sys.path:
+    sys.path.insert(0, str(JOBCODE))
+
+import rt_default_train  # noqa: E402
+import rt_manifest  # noqa: E402
+
+from resontech_nb.datasets import make_synthetic_shards  # noqa: E402
+
+NUM_CLASSES = 4
+IMG = 16
+
+
+class TinyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU()
+        )
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, NUM_CLASSES))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class WrongHeadNet(TinyNet):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head[-1] = nn.Linear(16, 10)
+
+
+class OutOfMemoryNet(TinyNet):
+    """Fails the way a too-large batch fails on a GPU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("train")
+    single = make_synthetic_shards(base / "single", n_clients=1, samples_per_client=(48,), img_size=IMG, seed=1)
+    multi = make_synthetic_shards(
+        base / "multi", n_clients=1, samples_per_client=(48,), img_size=IMG, multi_label=True, seed=2
+    )
+    return {
+        "single": rt_manifest.safe_extract(single[0], base / "x-single"),
+        "multi": rt_manifest.safe_extract(multi[0], base / "x-multi"),
+    }
+
+
+def payload(data_path: Path, **hyperparams: object) -> dict:
+    hp = {"num_classes": NUM_CLASSES, "local_epochs": 3, "batch_size": 8, "learning_rate": 0.01, "img_size": IMG}
+    hp.update(hyperparams)
+    return {
+        "initial_weights": None,
+        "data_path": str(data_path),
+        "round": 0,
+        "num_rounds": 1,
+        "site_name": "site-1",
+        "hyperparams": hp,
+        "device": "cpu",
+    }
+
+
+@pytest.mark.parametrize("kind", ["single", "multi"])
+def test_default_training_lowers_the_loss(shards: dict[str, Path], kind: str) -> None:
+    torch.manual_seed(0)
+    result = rt_default_train.default_train_model(TinyNet, payload(shards[kind]))
+    metrics = result["metrics"]
+    assert result["samples"] == 48
+    assert metrics["loss"] < metrics["first_epoch_loss"]
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    model = TinyNet()
+    model.load_state_dict(result["weights"])  # strict: the weights fit the model class
+    assert all(t.device.type == "cpu" for t in result["weights"].values())
+
+
+def test_multi_label_is_inferred_when_not_given(shards: dict[str, Path]) -> None:
+    torch.manual_seed(0)
+    p = payload(shards["multi"], local_epochs=1)
+    del p["hyperparams"]["num_classes"]  # 0 / missing: inferred from the shard
+    result = rt_default_train.default_train_model(TinyNet, p)
+    assert result["samples"] == 48 and result["metrics"]["loss"] > 0
+
+
+def test_initial_weights_are_loaded_before_training(shards: dict[str, Path]) -> None:
+    torch.manual_seed(1)
+    start = {k: v.clone() for k, v in TinyNet().state_dict().items()}
+    p = payload(shards["single"], local_epochs=1, learning_rate=1e-9)
+    p["initial_weights"] = {k: v.numpy() for k, v in start.items()}  # numpy arrays are accepted too
+    torch.manual_seed(99)  # a fresh model would start elsewhere
+    result = rt_default_train.default_train_model(TinyNet, p)
+    for key, value in start.items():
+        assert torch.allclose(result["weights"][key], value, atol=1e-6), key
+
+
+def test_same_round_and_site_shuffle_the_same_way(shards: dict[str, Path]) -> None:
+    torch.manual_seed(2)
+    start = TinyNet().state_dict()
+    runs = []
+    for _ in range(2):
+        p = payload(shards["single"], local_epochs=1)
+        p["initial_weights"] = start
+        runs.append(rt_default_train.default_train_model(TinyNet, p))
+    assert runs[0]["metrics"] == runs[1]["metrics"]
+    assert rt_default_train.shuffle_seed(0, "site-1") != rt_default_train.shuffle_seed(1, "site-1")
+
+
+def test_empty_shard_says_it_has_no_samples(tmp_path: Path) -> None:
+    (tmp_path / "manifest.ndjson").write_text("")
+    with pytest.raises(rt_manifest.ManifestError, match="the shard of site-1 has no samples"):
+        rt_default_train.default_train_model(TinyNet, payload(tmp_path))
+
+
+def test_output_size_mismatch_names_num_classes(shards: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match=r"returns shape \(8, 10\) but the data has num_classes=4"):
+        rt_default_train.default_train_model(WrongHeadNet, payload(shards["single"], local_epochs=1))
+
+
+def test_label_beyond_num_classes_is_refused(shards: dict[str, Path]) -> None:
+    with pytest.raises(rt_manifest.ManifestError, match="out of range for num_classes=2"):
+        rt_default_train.default_train_model(TinyNet, payload(shards["single"], num_classes=2))
+
+
+def test_cuda_out_of_memory_says_lower_batch_size(shards: dict[str, Path]) -> None:
+    with pytest.raises(RuntimeError) as info:
+        rt_default_train.default_train_model(OutOfMemoryNet, payload(shards["single"], batch_size=64))
+    assert str(info.value) == (
+        "CUDA out of memory with batch_size=64: lower batch_size in TrainingConfig (e.g. %fl_submit --batch-size 32)"
+    )
+
+
+def test_jobcode_runs_without_resontech_nb_installed(shards: dict[str, Path], tmp_path: Path) -> None:
+    """On a site only the job's custom/ folder is there: the modules must import nothing else of ours."""
+    import shutil
+    import subprocess
+
+    custom = tmp_path / "custom"
+    custom.mkdir()
+    for name in ("rt_manifest.py", "rt_default_train.py"):
+        shutil.copy(JOBCODE / name, custom / name)
+    script = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("resontech_nb", "torchvision"):
+            raise ImportError(name + " is not installed on this site")
+sys.meta_path.insert(0, Block())
+sys.path.insert(0, {str(custom)!r})
+import torch, torch.nn as nn
+from rt_default_train import default_train_model
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3 * 8 * 8, 4)
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+out = default_train_model(Net, {{"data_path": {str(shards["single"])!r}, "device": "cpu",
+    "hyperparams": {{"img_size": 8, "local_epochs": 1, "batch_size": 16}}}})
+print("samples", out["samples"])
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "samples 48" in done.stdout
