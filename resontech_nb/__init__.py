@@ -24,6 +24,8 @@ _LAZY = {
     "make_shard_from_folder": ("resontech_nb.shards", "make_shard_from_folder"),
     "validate_shards": ("resontech_nb.shards", "validate_shards"),
     "make_synthetic_shards": ("resontech_nb.datasets", "make_synthetic_shards"),
+    "show_dashboard": ("resontech_nb.dashboard", "show_dashboard"),
+    "list_jobs": ("resontech_nb.api", "list_jobs"),
 }
 
 

@@ -1,0 +1,181 @@
+"""A plain, immutable picture of a job at one moment: what every dashboard view draws from.
+
+The views (widgets, PNG, text) never talk to a ``Job`` or a target; they take a
+``DashboardSnapshot``. That keeps them target-agnostic, testable and benchmarkable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..records import ABSENT, FAILED, TOOK_PART, RoundRecord
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..job import Job
+
+FINAL_STATES = ("FINISHED", "FAILED", "ABORTED")
+
+# Cell codes of the participation grid (client x round).
+NOT_RUN = 0
+CELL_TOOK_PART = 1
+CELL_FAILED = 2
+CELL_ABSENT = 3
+CELL_NAMES = {NOT_RUN: "not run yet", CELL_TOOK_PART: "took part", CELL_FAILED: "failed", CELL_ABSENT: "absent"}
+_CELL_OF_STATUS = {TOOK_PART: CELL_TOOK_PART, FAILED: CELL_FAILED, ABSENT: CELL_ABSENT}
+
+
+@dataclass(frozen=True)
+class DashboardSnapshot:
+    """Status and round records of one job, as the dashboard shows them."""
+
+    status: str
+    num_rounds: int
+    clients: tuple[str, ...] = ()
+    rounds: tuple[RoundRecord, ...] = ()
+    job_id: str = ""
+    name: str = ""
+    target: str = ""
+    error: str | None = None
+    elapsed_s: float | None = None
+
+    # -- derived values --------------------------------------------------------------
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATES
+
+    @property
+    def rounds_done(self) -> int:
+        return len(self.rounds)
+
+    @property
+    def total_rounds(self) -> int:
+        """Rounds to draw: the planned number, or more if the records say so."""
+        last = max((r.round + 1 for r in self.rounds), default=0)
+        return max(self.num_rounds, last, 1)
+
+    @property
+    def last_global_loss(self) -> float | None:
+        for record in reversed(self.rounds):
+            if record.global_loss is not None:
+                return record.global_loss
+        return None
+
+    @property
+    def all_clients(self) -> list[str]:
+        """The job's clients in their given order, then any other site named in the records."""
+        seen = list(self.clients)
+        extra = sorted({name for r in self.rounds for name in r.clients} - set(seen))
+        return seen + extra
+
+    def participation(self) -> tuple[list[str], list[list[int]]]:
+        """The client x round grid: rows are clients, columns rounds 0..total_rounds-1, cells ``CELL_*`` codes.
+
+        A client missing from a finished round's record counts as absent.
+        """
+        clients = self.all_clients
+        row_of = {name: i for i, name in enumerate(clients)}
+        grid = [[NOT_RUN] * self.total_rounds for _ in clients]
+        for record in self.rounds:
+            col = record.round
+            if col < 0:
+                continue
+            for row in grid:
+                row[col] = CELL_ABSENT
+            for name, client in record.clients.items():
+                grid[row_of[name]][col] = _CELL_OF_STATUS.get(client.status, CELL_ABSENT)
+        return clients, grid
+
+    def fingerprint(self) -> tuple:
+        """Changes whenever something a picture shows changes (elapsed time excluded)."""
+        return (self.status, self.error, self.num_rounds, self.clients, self.rounds)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: what the saved notebook carries next to the static picture."""
+        return {
+            "job_id": self.job_id,
+            "name": self.name,
+            "target": self.target,
+            "status": self.status,
+            "error": self.error,
+            "num_rounds": self.num_rounds,
+            "clients": self.all_clients,
+            "rounds": [r.to_dict() for r in self.rounds],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DashboardSnapshot:
+        """Build a snapshot from a mapping whose rounds are ``RoundRecord`` objects or record dicts."""
+        rounds = tuple(r if isinstance(r, RoundRecord) else RoundRecord.from_dict(r) for r in data.get("rounds") or ())
+        return cls(
+            status=str(data.get("status") or "SUBMITTED"),
+            num_rounds=int(data.get("num_rounds") or 0),
+            clients=tuple(data.get("clients") or ()),
+            rounds=rounds,
+            job_id=str(data.get("job_id") or ""),
+            name=str(data.get("name") or ""),
+            target=str(data.get("target") or ""),
+            error=data.get("error"),
+            elapsed_s=data.get("elapsed_s"),
+        )
+
+
+def as_snapshot(value: DashboardSnapshot | Mapping[str, Any]) -> DashboardSnapshot:
+    return value if isinstance(value, DashboardSnapshot) else DashboardSnapshot.from_dict(value)
+
+
+def take_snapshot(job: Job, *, ended_at: float | None = None) -> DashboardSnapshot:
+    """Ask the job for its state and records once.
+
+    ``ended_at`` freezes the elapsed time once the job has ended.
+    """
+    state = job.refresh()
+    # refresh() has just fetched the records; reading them through ``job.rounds`` would poll the target again.
+    held = getattr(job, "_rounds", None)
+    rounds: Sequence[RoundRecord] = held if held is not None else job.rounds
+    # A handle made by attach() starts its clock late; the first round's start is then earlier.
+    starts = [t for t in (getattr(job, "submitted_at", None), *(r.started_at for r in rounds[:1])) if t is not None]
+    started = min(starts) if starts else None
+    elapsed = None
+    if started is not None:
+        elapsed = max(0.0, (ended_at if ended_at is not None else time.time()) - started)
+    return DashboardSnapshot(
+        status=state.status,
+        num_rounds=int(job.num_rounds or 0),
+        clients=tuple(job.clients or ()),
+        rounds=tuple(rounds),
+        job_id=str(job.id),
+        name=str(getattr(job, "name", "") or ""),
+        target=str(getattr(job, "target", "") or ""),
+        error=state.error,
+        elapsed_s=elapsed,
+    )
+
+
+def format_duration(seconds: float | None) -> str:
+    """``42s``, ``3m 07s``, ``1h 02m``; an em dash when unknown."""
+    if seconds is None:
+        return "\u2014"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def format_round_duration(seconds: float | None) -> str:
+    """Round durations keep a decimal under a minute (``3.5s``); longer ones read like ``format_duration``."""
+    if seconds is not None and seconds < 59.95:
+        return f"{max(seconds, 0.0):.1f}s"
+    return format_duration(seconds)
+
+
+def format_loss(loss: float | None) -> str:
+    if loss is None:
+        return "\u2014"
+    return f"{loss:.4g}" if abs(loss) < 1e-3 or abs(loss) >= 1e4 else f"{loss:.4f}"
