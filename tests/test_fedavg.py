@@ -6,10 +6,10 @@ reports its own sample count; FedAvg must land exactly on the sample-weighted av
 
 from __future__ import annotations
 
+import fl_models
 import pytest
 import torch
 
-import fl_models
 from resontech_nb import FederationConfig, TrainingConfig, capture, make_synthetic_shards, submit
 
 pytestmark = pytest.mark.slow

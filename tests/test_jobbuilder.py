@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
+import fl_components
+import fl_models
 import pytest
 import torch
 
-import fl_components
-import fl_models
 from resontech_nb import FederationConfig, TrainingConfig, build_job, capture, make_synthetic_shards, submit
 from resontech_nb.errors import JobBuildError
 

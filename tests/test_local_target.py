@@ -6,11 +6,11 @@ import subprocess
 import sys
 import time
 
+import fl_models
 import psutil
 import pytest
 import torch.nn as nn
 
-import fl_models
 from resontech_nb import FederationConfig, TrainingConfig, attach, capture, make_synthetic_shards, submit
 
 pytestmark = pytest.mark.slow

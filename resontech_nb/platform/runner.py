@@ -1,0 +1,175 @@
+"""Runs platform jobs: fetch the job ZIP and shards from S3, then hand the job to the local target.
+
+A job's files go to ``<data>/jobs/<id>/`` (``job.zip``, ``job/``, ``shards/``). The NVFlare run
+itself is a ``LocalTarget`` job under ``<data>/nvflare`` with the same id; its simulator runs in a
+detached process, so it keeps going while the server restarts, and ``attach`` finds it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from ..config import FederationConfig, ResonTechConfig, TrainingConfig
+from ..errors import JobNotFoundError, ResonTechError
+from ..job import ABORTED, FAILED, FINAL_STATES, FINISHED, SUBMITTED, Job
+from ..records import RoundRecord
+from ..storage import S3Storage
+from .store import JobRow, Store
+
+log = logging.getLogger(__name__)
+
+
+class JobRunner:
+    """Prepares and starts jobs in the background; answers status, rounds, result and abort."""
+
+    def __init__(self, store: Store, data_dir: Path, s3: ResonTechConfig) -> None:
+        self.store = store
+        self.data_dir = Path(data_dir)
+        self.s3 = s3
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self._launch_lock = threading.Lock()
+
+    @property
+    def nvflare_home(self) -> Path:
+        return self.data_dir / "nvflare"
+
+    def _target(self) -> Any:
+        from ..targets.local import LocalTarget
+
+        return LocalTarget(ResonTechConfig(), home=self.nvflare_home)
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self, job: JobRow) -> None:
+        """Prepare and launch ``job`` in a background thread (downloads can take a while)."""
+        with self._lock:
+            if job.id in self._threads and self._threads[job.id].is_alive():
+                return
+            thread = threading.Thread(target=self._prepare_and_launch, args=(job.id,), daemon=True)
+            self._threads[job.id] = thread
+        thread.start()
+
+    def resume(self) -> None:
+        """After a restart: start again every job that was accepted but never reached NVFlare."""
+        for job in self.store.jobs():
+            if job.status == SUBMITTED and job.local_id is None:
+                log.info("resuming preparation of job %s", job.id)
+                self.start(job)
+
+    def join(self, timeout: float = 30.0) -> None:
+        for thread in list(self._threads.values()):
+            thread.join(timeout)
+
+    def _prepare_and_launch(self, job_id: str) -> None:
+        job = self.store.job(job_id)
+        if job is None or job.status != SUBMITTED:
+            return
+        try:
+            built = self._prepare(job)
+            with self._launch_lock:  # an abort either comes before the launch or sees the local job
+                current = self.store.job(job_id)
+                if current is None or current.status != SUBMITTED:  # aborted while downloading
+                    return
+                existing = self.nvflare_home / "jobs" / job.id
+                if (existing / "state.json").is_file():  # launched just before a restart: adopt it
+                    self.store.update_job(job.id, local_id=job.id)
+                    return
+                if existing.exists():  # a launch cut short before it started anything
+                    shutil.rmtree(existing)
+                self._target().submit(built, job_id=job.id)
+                self.store.update_job(job.id, local_id=job.id)
+            log.info("job %s of %s started on NVFlare", job.id, job.owner)
+        except ResonTechError as exc:
+            log.warning("job %s failed before it started: %s", job.id, exc)
+            self.store.update_job(job.id, status=FAILED, error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - any failure must end up on the job, not in a dead thread
+            log.exception("job %s failed before it started", job.id)
+            self.store.update_job(job.id, status=FAILED, error=f"{type(exc).__name__}: {exc}")
+
+    def _prepare(self, job: JobRow) -> Any:
+        from ..jobbuilder import read_job_info, set_shards
+        from ..targets.base import BuiltJob
+
+        work = self.data_dir / "jobs" / job.id
+        work.mkdir(parents=True, exist_ok=True)
+        storage = S3Storage(self.s3)
+        archive = storage.download(job.request["job_key"], work / "job.zip")
+        job_dir = work / "job"
+        if job_dir.exists():
+            shutil.rmtree(job_dir)
+        _safe_extract(archive, job_dir)
+        shards: dict[str, Path] = {}
+        for site, key in sorted(job.request["shards"].items()):
+            shards[site] = storage.download(key, work / "shards" / f"{site}.zip")
+        set_shards(job_dir, shards)
+        info = read_job_info(job_dir)
+        federation = FederationConfig(
+            num_rounds=info["num_rounds"],
+            min_clients=info["min_clients"],
+            job_name=info["name"],
+        )
+        return BuiltJob(job_dir, shards, TrainingConfig(), federation, job.request.get("class_name", ""))
+
+    # -- queries ----------------------------------------------------------------------
+    def local_job(self, job: JobRow) -> Job | None:
+        if job.local_id is None:
+            return None
+        try:
+            return self._target().attach(job.local_id)
+        except JobNotFoundError:
+            return None
+
+    def status(self, job: JobRow) -> JobRow:
+        """The job with its status brought up to date (and saved once it is final)."""
+        if job.status in FINAL_STATES:
+            return job
+        local = self.local_job(job)
+        if local is None:
+            return job
+        state = local.refresh()
+        if state.status != job.status or state.error != job.error:
+            self.store.update_job(job.id, status=state.status, error=state.error)
+            job = self.store.job(job.id) or job
+        return job
+
+    def rounds(self, job: JobRow) -> list[RoundRecord]:
+        local = self.local_job(job)
+        return local.rounds if local is not None else []
+
+    def result_path(self, job: JobRow) -> Path | None:
+        """The final global model file, once the job has FINISHED."""
+        job = self.status(job)
+        if job.status != FINISHED:
+            return None
+        local = self.local_job(job)
+        if local is None:
+            return None
+        return local._find("models/global_model.pt")  # type: ignore[attr-defined]
+
+    def abort(self, job: JobRow) -> JobRow:
+        with self._launch_lock:
+            job = self.status(self.store.job(job.id) or job)
+            if job.status in FINAL_STATES:
+                return job
+            local = self.local_job(job)
+            if local is not None:
+                local.abort()
+            self.store.update_job(job.id, status=ABORTED, error="aborted by the user")
+        return self.store.job(job.id) or job
+
+
+def _safe_extract(archive: Path, dest: Path) -> None:
+    """Unzip ``archive`` into ``dest``, refusing entries that would land outside it."""
+    dest.mkdir(parents=True)
+    root = dest.resolve()
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            target = (dest / info.filename).resolve()
+            if root not in target.parents and target != root:
+                raise ResonTechError(f"job ZIP entry {info.filename!r} escapes the job folder: rebuild the job")
+        zf.extractall(dest)

@@ -1,0 +1,199 @@
+"""The ``resontech`` target end to end: S3 uploads, the platform's REST API, NVFlare behind it.
+
+Through the Python API and through the magics in a real kernel; the weights that come back
+equal the local target's for a deterministic model, and a re-submit sends no shard bytes again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import fl_models
+import nbformat
+import pytest
+import torch
+from nbclient import NotebookClient
+
+from resontech_nb import api
+from resontech_nb.capture import capture
+from resontech_nb.config import FederationConfig, ResonTechConfig, TrainingConfig
+from resontech_nb.datasets import make_synthetic_shards
+from resontech_nb.errors import AuthError
+from resontech_nb.job import jobs_home
+from resontech_nb.platform import PlatformServer
+from resontech_nb.platform.loopback import EmbeddedS3, ForwardingProxy
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+BUCKET = "target-tests"
+EMAIL = "dana@example.com"
+PASSWORD = "dana-Secret-4471"
+FEDERATION = FederationConfig(num_rounds=2, min_clients=3, wait_time_after_min_received=0, job_name="remote")
+
+
+@pytest.fixture(autouse=True)
+def env(monkeypatch, tmp_path):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("RESONTECH_NB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RESONTECH_NB_CONFIG", str(tmp_path / "no-config.toml"))
+    monkeypatch.delenv("RESONTECH_PASSWORD", raising=False)
+
+
+@pytest.fixture(scope="module")
+def s3():
+    server = EmbeddedS3(bucket=BUCKET).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_counter(s3):
+    """The client's way to S3, counting the bytes that reach the S3 server."""
+    with ForwardingProxy(s3.endpoint_url) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def platform(s3, tmp_path):
+    server = PlatformServer(tmp_path / "platform", s3_endpoint=s3.endpoint_url, bucket=BUCKET).start()
+    server.add_user(EMAIL, PASSWORD)
+    yield server
+    server.runner.join(timeout=60)
+    for job in server.store.jobs():
+        server.runner.abort(job)
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return make_synthetic_shards(tmp_path_factory.mktemp("shards"), n_clients=3, img_size=8, seed=11)
+
+
+def remote_config(platform: PlatformServer, s3_url: str, password: str = PASSWORD) -> ResonTechConfig:
+    return ResonTechConfig(
+        base_url=platform.url, email=EMAIL, password=password, s3_bucket=BUCKET, s3_endpoint_url=s3_url
+    )
+
+
+def test_submit_through_the_api_matches_the_local_target(platform, s3_counter, shards):
+    spec = capture(fl_models.DeltaNet, fl_models.delta_train)
+    training = TrainingConfig(img_size=8)
+    config = remote_config(platform, s3_counter.url)
+    local = api.submit(spec, shards, training, FEDERATION, target="local")
+    remote = api.submit(spec, shards, training, FEDERATION, target="resontech", config=config)
+
+    shard_bytes = sum(Path(p).stat().st_size for p in shards)
+    assert s3_counter.bytes_by_method["PUT"] >= shard_bytes  # the shards went up once
+    assert json.loads((jobs_home() / "index" / f"{remote.id}.json").read_text())["target"] == "resontech"
+
+    assert remote.wait(timeout=300) == "FINISHED", remote.error
+    assert local.wait(timeout=300) == "FINISHED", local.error
+    remote_weights, local_weights = remote.result(), local.result()
+    assert remote_weights.keys() == local_weights.keys()
+    for name in local_weights:
+        assert torch.equal(remote_weights[name], local_weights[name]), name
+    assert [r.global_loss for r in remote.rounds] == [r.global_loss for r in local.rounds]
+    assert {s: c.samples for s, c in remote.rounds[-1].clients.items()} == fl_models.SAMPLES
+
+    # a re-submit with unchanged shards and model: nothing new reaches S3, a second job runs
+    s3_counter.reset_counts()
+    again = api.submit(spec, shards, training, FEDERATION, target="resontech", config=config)
+    assert again.id != remote.id
+    assert set(again.upload_report.skipped) >= {"site-1", "site-2", "site-3"}
+    assert again.upload_report.bytes_uploaded == 0
+    assert s3_counter.bytes_by_method["PUT"] == 0
+    assert [m for m, _, _ in s3_counter.requests if m in ("PUT", "POST")] == []
+    # attach by id alone (a new kernel) finds the target from the local index
+    assert api.attach(again.id, config=config.replace(password="")).id == again.id
+    again.abort()
+
+
+def test_submit_without_login_uploads_nothing(platform, s3_counter, shards):
+    config = remote_config(platform, s3_counter.url, password="")
+    with pytest.raises(AuthError, match="%fl_login"):
+        api.submit(
+            capture(fl_models.DeltaNet, fl_models.delta_train),
+            shards,
+            {"img_size": 8},
+            FEDERATION,
+            target="resontech",
+            config=config,
+        )
+    assert s3_counter.requests == []
+    assert platform.store.jobs() == []
+
+
+MODEL_CELL = """%%fl_model
+import torch
+import torch.nn as nn
+
+SAMPLES = {"site-1": 10, "site-2": 20, "site-3": 50}
+
+
+class DeltaNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.arange(6, dtype=torch.float32).reshape(2, 3))
+        self.b = nn.Parameter(torch.ones(3))
+
+    def forward(self, x):
+        return x @ self.w + self.b
+
+
+def fl_train_model(payload):
+    site = payload["site_name"]
+    k = int(site.rsplit("-", 1)[1])
+    weights = {name: t + float(k) for name, t in payload["initial_weights"].items()}
+    return {"weights": weights, "samples": SAMPLES[site], "metrics": {"loss": float(k)}}
+"""
+
+
+@pytest.fixture
+def kernel_name(tmp_path, monkeypatch) -> str:
+    """A kernelspec running this interpreter, so the kernel sees the same packages as the tests."""
+    spec_dir = tmp_path / "jupyter" / "kernels" / "rtnb-remote"
+    spec_dir.mkdir(parents=True)
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "language": "python"}
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    return "rtnb-remote"
+
+
+def test_fl_submit_target_resontech_in_a_notebook(platform, s3, shards, tmp_path, kernel_name, monkeypatch):
+    monkeypatch.setenv("RESONTECH_PASSWORD", PASSWORD)  # what %fl_login would ask for; never in the notebook
+    shard_dir = Path(shards[0]).parent
+    cells = [
+        "%load_ext resontech_nb",
+        f"%fl_config base_url={platform.url} email={EMAIL} s3_bucket={BUCKET} s3_endpoint_url={s3.endpoint_url}",
+        MODEL_CELL,
+        f"%fl_submit --target resontech --shards {shard_dir} --rounds 2 --min-clients 3 --img-size 8 "
+        "--job-name nbremote --wait",
+        "print({k: v.tolist() for k, v in fl_job.result().items()}, fl_job.status)",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(nb, kernel_name=kernel_name, timeout=300, resources={"metadata": {"path": str(tmp_path)}}).execute()
+
+    dashboards = [
+        o.metadata["resontech_nb"]
+        for o in nb.cells[3].outputs
+        if o.output_type == "display_data" and "resontech_nb" in o.get("metadata", {})
+    ]
+    assert dashboards and dashboards[-1]["status"] == "FINISHED"
+    assert [r["round"] for r in dashboards[-1]["rounds"]] == [0, 1]
+    delta = (10 * 1 + 20 * 2 + 50 * 3) / 80
+    expected = {
+        "w": (torch.arange(6, dtype=torch.float32).reshape(2, 3) + 2 * delta).tolist(),
+        "b": (torch.ones(3) + 2 * delta).tolist(),
+    }
+    printed = "".join(o.get("text", "") for o in nb.cells[4].outputs)
+    assert printed.strip() == f"{expected} FINISHED"
+    assert [j.owner for j in platform.store.jobs()] == [EMAIL]
+    assert PASSWORD not in nbformat.writes(nb)
