@@ -149,7 +149,7 @@ class JobRunner:
         local = self.local_job(job)
         if local is None:
             return None
-        return local._find("models/global_model.pt")  # type: ignore[attr-defined]
+        return local.model_path
 
     def abort(self, job: JobRow) -> JobRow:
         with self._launch_lock:

@@ -126,6 +126,11 @@ class LocalJob(Job):
     def log_path(self) -> Path:
         return self.state_dir / "simulator.log"
 
+    @property
+    def model_path(self) -> Path | None:
+        """The global model file the server saved, once it exists."""
+        return self._find("models/" + MODEL_FILE)
+
     def _poll(self) -> JobState:
         state = _read_state(self.state_dir)
         if state["status"] in (FINISHED, FAILED, ABORTED):
@@ -133,8 +138,7 @@ class LocalJob(Job):
         if _process_alive(self.id, state):
             return JobState(RUNNING)
         records = self._fetch_rounds()
-        model = self._find("models/" + MODEL_FILE)
-        if len(records) >= self.num_rounds and model is not None:
+        if len(records) >= self.num_rounds and self.model_path is not None:
             final = JobState(FINISHED)
         else:
             final = JobState(FAILED, self._error_from_log() or f"simulator stopped after {len(records)} round(s)")
@@ -155,7 +159,7 @@ class LocalJob(Job):
     def _fetch_result(self) -> dict[str, Any]:
         import torch
 
-        path = self._find("models/" + MODEL_FILE)
+        path = self.model_path
         if path is None:
             raise JobNotFoundError(f"job {self.id} finished but its global model is missing under {self.workspace}")
         return torch.load(path, map_location="cpu", weights_only=True)

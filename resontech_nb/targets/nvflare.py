@@ -1,0 +1,485 @@
+"""The ``nvflare`` target: an existing NVFlare deployment, reached through its admin API (FLARE API session).
+
+Configure it with ``ResonTechConfig.nvflare_startup_kit``, the admin's startup kit folder (for a POC:
+``<poc workspace>/example_project/prod_00/admin@nvidia.com``, see ``resontech_nb.poc``), and
+``nvflare_username``. One session is opened per target on first use, shared with the jobs it returns,
+reopened when the server dropped it, and closed by ``close()`` or when nothing uses it any more.
+
+What the deployment needs:
+
+- **Custom code rights.** The job ships its code in ``custom/``: the submitting user's role needs
+  bring-your-own-code rights on every site (POC's project admin has them).
+- **Shards.** The job's shard map holds absolute paths on the machine that built the job, which is
+  right for a POC on one machine. On a real deployment each site finds its own shard instead: set
+  ``RESONTECH_SHARD=/path/to/shard.zip`` in the site's environment, or give the executor a
+  ``data_dir`` argument holding ``<site name>.zip``.
+
+Round records: while the job runs they are read from the server's run folder with the admin API's
+``cat`` command. That command only reads a few file types (``.txt``, ``.json``, ...), so the copy of
+the job submitted here has its recorder write ``rounds.jsonl.txt``. After the job ends, the records and
+the final model come from the job result, downloaded once to ``<jobs home>/nvflare/<job id>/result``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import AuthError, ConfigError, JobNotFoundError, ResonTechError, SubmitError
+from ..job import ABORTED, FAILED, FINAL_STATES, FINISHED, RUNNING, SUBMITTED, Job, JobState, jobs_home
+from ..records import RoundRecord, parse_lines
+from .base import BuiltJob, Target
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+ROUNDS_FILE = "rounds.jsonl"
+REMOTE_ROUNDS_FILE = "rounds.jsonl.txt"  # a name the admin API's `cat` accepts
+MODEL_FILE = "models/global_model.pt"
+RECORDER_PATH = "rt_recorder.RoundRecorder"
+
+# NVFlare's job status (nvflare.apis.job_def.RunStatus) -> ours. Anything else that starts
+# with FINISHED is a failure.
+_STATUS = {
+    "SUBMITTED": SUBMITTED,
+    "APPROVED": SUBMITTED,
+    "DISPATCHED": RUNNING,
+    "RUNNING": RUNNING,
+    "FINISHED:COMPLETED": FINISHED,
+    "FINISHED_OK": FINISHED,
+    "FINISHED:ABORTED": ABORTED,
+    "ABORTED": ABORTED,
+}
+
+
+def map_status(nvflare_status: str | None) -> JobState:
+    """Our ``JobState`` for an NVFlare job status such as ``FINISHED:EXECUTION_EXCEPTION``."""
+    status = (nvflare_status or "").strip()
+    if status in _STATUS:
+        return JobState(_STATUS[status])
+    if status.startswith("FINISHED") or status in ("FAILED", "ABANDONED", "FINISHED_EXCEPTION"):
+        return JobState(FAILED, f"NVFlare ended the job with status {status}")
+    return JobState(RUNNING if status else SUBMITTED)
+
+
+class NVFlareError(ResonTechError):
+    """The NVFlare server answered a command with an error."""
+
+
+class DeploymentUnreachableError(NVFlareError, ConnectionError):
+    """The NVFlare server does not answer on the address in the startup kit."""
+
+
+def _unreachable_message(kit: Path) -> str:
+    return f"cannot reach the NVFlare server with the startup kit at {kit}: is it running? (nvflare poc start)"
+
+
+class AdminLink:
+    """A FLARE API session opened on first use, reopened once when the server dropped it.
+
+    Commands are serialized: a dashboard polling from a thread and the notebook share it.
+    """
+
+    def __init__(self, startup_kit: Path, username: str, connect_timeout: float = 10.0) -> None:
+        self.startup_kit = startup_kit
+        self.username = username
+        self.connect_timeout = connect_timeout
+        self._lock = threading.RLock()
+        self._box: dict[str, Any] = {"session": None}
+        # Closed when nothing refers to the link any more, and before the interpreter joins its
+        # threads at exit: an open session keeps a non-daemon NVFlare connector thread busy.
+        self._finalizer = weakref.finalize(self, _close_box, self._box)
+        self._finalizer.atexit = False
+        _LIVE_BOXES[id(self._box)] = self._box
+        weakref.finalize(self, _LIVE_BOXES.pop, id(self._box), None).atexit = False
+        _install_exit_hook()
+
+    def call(self, action: Callable[[Any], T], error: type[ResonTechError] | None = None) -> T:
+        """Run ``action(session)``; map NVFlare's errors onto resontech_nb's (``error`` replaces the
+        class of connection and command failures, e.g. ``SubmitError`` while submitting)."""
+        from nvflare.fuel.flare_api.api_spec import (
+            AuthenticationError,
+            AuthorizationError,
+            InternalError,
+            JobNotFound,
+            NoConnection,
+            NoReply,
+            SessionClosed,
+        )
+
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    session = self._box["session"] or self._open()
+                    return action(session)
+                except (NoConnection, SessionClosed, NoReply) as exc:
+                    self._drop()
+                    if attempt == 2 or isinstance(exc, NoConnection) and self._box.get("fresh"):
+                        raise (error or DeploymentUnreachableError)(_unreachable_message(self.startup_kit)) from None
+                except (InternalError, RuntimeError) as exc:
+                    raise (error or NVFlareError)(
+                        f"the NVFlare server answered with an error: {exc}; see the server's log.txt"
+                    ) from None
+                except AuthenticationError as exc:
+                    self._drop()
+                    raise AuthError(
+                        f"the NVFlare server rejected the startup kit at {self.startup_kit} ({exc}): "
+                        "use an admin startup kit provisioned for this project"
+                    ) from None
+                except AuthorizationError as exc:
+                    raise AuthError(
+                        f"user {self.username!r} is not allowed to do this on the NVFlare server ({exc}); "
+                        "jobs from resontech_nb ship custom code, so the user's role needs bring-your-own-code "
+                        "rights on every site (see the sites' local/authorization.json)"
+                    ) from None
+                except JobNotFound as exc:
+                    raise JobNotFoundError(
+                        f"the NVFlare server knows no such job ({exc}): check the id (%fl_status)"
+                    ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _open(self) -> Any:
+        from nvflare.fuel.common.excepts import ConfigError as KitError
+        from nvflare.fuel.flare_api.api_spec import NoConnection
+
+        try:
+            session = open_session(self.startup_kit, self.username, self.connect_timeout)
+        except NoConnection:
+            self._box["fresh"] = True
+            raise
+        except (OSError, ValueError, AssertionError, KeyError, KitError) as exc:
+            raise ConfigError(
+                f"cannot use the NVFlare startup kit at {self.startup_kit} ({exc}): point "
+                "%fl_config nvflare_startup_kit=... at an admin startup kit folder"
+            ) from None
+        self._box.update(session=session, fresh=False)
+        log.debug("FLARE API session open with %s", self.startup_kit)
+        return session
+
+    def _drop(self) -> None:
+        _close_box(self._box)
+
+
+def open_session(startup_kit: Path, username: str, timeout: float) -> Any:
+    """A connected FLARE API session, opened without NVFlare's chatter.
+
+    NVFlare prints "Connecting to FLARE ..." on stdout and logs every failed connection attempt
+    as an error; neither belongs under a notebook cell (a failure raises ``NoConnection``).
+    """
+    from nvflare.fuel.flare_api.flare_api import new_secure_session
+
+    nvflare_logger = logging.getLogger("nvflare")
+    level = nvflare_logger.level
+    nvflare_logger.setLevel(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return new_secure_session(username, str(startup_kit), timeout=timeout)
+    finally:
+        nvflare_logger.setLevel(level)
+
+
+def _close_box(box: dict[str, Any]) -> None:
+    session, box["session"] = box.get("session"), None
+    if session is not None:
+        with contextlib.suppress(Exception):
+            session.close()
+
+
+_LIVE_BOXES: dict[int, dict[str, Any]] = {}
+_exit_hook: list[bool] = []
+
+
+def _close_all_sessions() -> None:
+    for box in list(_LIVE_BOXES.values()):
+        _close_box(box)
+
+
+def _install_exit_hook() -> None:
+    """Close every session when the main thread ends, before non-daemon threads are joined
+    (``atexit`` would run after that join, which then waits forever)."""
+    if _exit_hook:
+        return
+    _exit_hook.append(True)
+    # Hooks run last-registered first: concurrent.futures' pool join must be registered before ours.
+    import concurrent.futures.thread  # noqa: F401
+
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is None:
+            raise RuntimeError("no threading exit hook")
+        register(_close_all_sessions)
+    except RuntimeError:
+        import atexit
+
+        atexit.register(_close_all_sessions)
+
+
+class NVFlareTarget(Target):
+    """Submit to an NVFlare deployment (POC or production) with an admin startup kit."""
+
+    name = "nvflare"
+
+    def __init__(self, config: Any = None, home: str | Path | None = None, connect_timeout: float = 10.0) -> None:
+        super().__init__(config)
+        self.startup_kit = _startup_kit(self.config.nvflare_startup_kit)
+        self.username = self.config.nvflare_username
+        self.home = Path(home) if home is not None else jobs_home()
+        self.link = AdminLink(self.startup_kit, self.username, connect_timeout)
+
+    def state_dir(self, job_id: str) -> Path:
+        return self.home / "nvflare" / job_id
+
+    def submit(self, built: BuiltJob) -> NVFlareJob:
+        self._check_clients(built)
+        with tempfile.TemporaryDirectory(prefix="rt_submit_") as scratch:
+            job_folder = Path(scratch) / built.federation.job_name
+            shutil.copytree(built.job_dir, job_folder)
+            _record_rounds_readably(job_folder)
+            job_id = self._submit_folder(job_folder)
+        state = {
+            "id": job_id,
+            "name": built.federation.job_name,
+            "num_rounds": built.federation.num_rounds,
+            "sites": sorted(built.shards),
+            "startup_kit": str(self.startup_kit),
+            "submitted_at": time.time(),
+        }
+        state_dir = self.state_dir(job_id)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        (state_dir / "state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
+        log.info("NVFlare job %s submitted through %s", job_id, self.startup_kit)
+        return NVFlareJob(job_id, self.link, state_dir, state)
+
+    def attach(self, job_id: str) -> NVFlareJob:
+        meta = self.link.call(lambda s: s.get_job_meta(job_id))
+        state_dir = self.state_dir(job_id)
+        state_file = state_dir / "state.json"
+        if state_file.is_file():
+            state = json.loads(state_file.read_text(encoding="utf-8"))
+        else:  # submitted elsewhere: rounds and sites become known from the round records
+            state = {"id": job_id, "name": meta.get("name") or job_id, "num_rounds": 0, "sites": []}
+        return NVFlareJob(job_id, self.link, state_dir, state)
+
+    def close(self) -> None:
+        """Close the FLARE API session (jobs from this target reopen it when they need it)."""
+        self.link.close()
+
+    def _submit_folder(self, job_folder: Path) -> str:
+        from nvflare.fuel.flare_api.api_spec import InvalidJobDefinition
+
+        try:
+            return self.link.call(lambda s: s.submit_job(str(job_folder)), error=SubmitError)
+        except InvalidJobDefinition as exc:
+            raise SubmitError(f"the NVFlare server refused the job folder: {exc}; rebuild it with build_job") from None
+
+    def _check_clients(self, built: BuiltJob) -> None:
+        """Fail now, not after an endless wait in SUBMITTED, when too few clients are connected."""
+        info = self.link.call(lambda s: s.get_system_info(), error=SubmitError)
+        connected = sorted(c.name for c in info.client_info)
+        needed = built.federation.min_clients
+        if len(connected) < needed:
+            raise SubmitError(
+                f"the job needs min_clients={needed} but {len(connected)} client(s) are connected to the NVFlare "
+                f"server ({', '.join(connected) or 'none'}): start more clients or lower --min-clients"
+            )
+        unknown = sorted(set(connected) - set(built.shards))
+        if unknown:
+            log.warning(
+                "clients %s have no shard in the job's shard map: they need RESONTECH_SHARD set on their site",
+                unknown,
+            )
+
+
+class NVFlareJob(Job):
+    """A job on an NVFlare deployment; its id is NVFlare's job id."""
+
+    target = "nvflare"
+    abort_timeout: float = 60.0
+
+    def __init__(self, job_id: str, link: AdminLink, state_dir: Path, state: dict[str, Any]) -> None:
+        super().__init__(job_id, num_rounds=int(state.get("num_rounds") or 0), clients=state.get("sites"))
+        self.name = state.get("name") or job_id
+        self.submitted_at = state.get("submitted_at", self.submitted_at)
+        self._link = link
+        self.state_dir = Path(state_dir)
+        self.nvflare_status: str | None = None
+
+    @property
+    def result_dir(self) -> Path:
+        """The downloaded job result: ``workspace/`` is the server's run folder, ``job/`` the job."""
+        return self.state_dir / "result"
+
+    # -- the four target methods ---------------------------------------------------
+    def _poll(self) -> JobState:
+        meta = self._link.call(lambda s: s.get_job_meta(self.id))
+        self.nvflare_status = meta.get("status")
+        state = map_status(self.nvflare_status)
+        if state.status in FINAL_STATES:
+            state = self._final_state(state)
+        return state
+
+    def _fetch_rounds(self) -> list[RoundRecord]:
+        if (self.result_dir / "workspace").is_dir():
+            records = self._rounds_from_result()
+        elif self._state.status == RUNNING:
+            records = self._live_rounds()
+        else:
+            records = self._rounds
+        self._learn_from(records)
+        return records
+
+    def _fetch_result(self) -> dict[str, Any]:
+        import torch
+
+        self._download()
+        path = self.result_dir / "workspace" / MODEL_FILE
+        if not path.is_file():
+            raise JobNotFoundError(f"job {self.id} finished but its result holds no global model ({path})")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    def _abort(self) -> None:
+        from nvflare.fuel.flare_api.api_spec import JobNotRunning
+
+        try:
+            self._link.call(lambda s: s.abort_job(self.id))
+        except (JobNotRunning, NVFlareError):
+            # It may have ended by itself in the meantime; anything else is worth reporting.
+            status = self._link.call(lambda s: s.get_job_meta(self.id)).get("status")
+            if map_status(status).status not in FINAL_STATES:
+                raise
+        deadline = time.monotonic() + self.abort_timeout
+        status = self.nvflare_status
+        while time.monotonic() < deadline:
+            status = self._link.call(lambda s: s.get_job_meta(self.id)).get("status")
+            if map_status(status).status in FINAL_STATES:
+                self.nvflare_status = status
+                break
+            time.sleep(0.5)
+        else:
+            log.warning("job %s: NVFlare still reports %s after the abort request", self.id, status)
+            return
+        with contextlib.suppress(ResonTechError):
+            self._download()
+            self._rounds = self._rounds_from_result()
+
+    # -- helpers -----------------------------------------------------------------
+    def _final_state(self, state: JobState) -> JobState:
+        try:
+            self._download()
+        except ResonTechError as exc:
+            log.warning("job %s ended but its result could not be downloaded: %s", self.id, exc)
+            return state
+        if state.status == FINISHED:
+            records = self._rounds_from_result()
+            if not (self.result_dir / "workspace" / MODEL_FILE).is_file():
+                return JobState(FAILED, self._error_from_log() or "the job finished without a global model")
+            if self.num_rounds and len(records) < self.num_rounds:
+                return JobState(
+                    FAILED,
+                    self._error_from_log() or f"the job stopped after {len(records)} of {self.num_rounds} rounds",
+                )
+        elif state.status == FAILED:
+            detail = self._error_from_log()
+            if detail:
+                return JobState(FAILED, f"{state.error}: {detail}")
+        return state
+
+    def _live_rounds(self) -> list[RoundRecord]:
+        try:
+            text = self._link.call(lambda s: s.cat_target("server", file=f"{self.id}/{REMOTE_ROUNDS_FILE}"))
+        except ResonTechError as exc:  # a missed poll is not worth breaking the dashboard for
+            log.debug("job %s: round records not readable now: %s", self.id, exc)
+            return self._rounds
+        if text.startswith("cat:"):  # no round finished yet (or not our recorder)
+            return self._rounds
+        return parse_lines(text.splitlines()) or self._rounds
+
+    def _rounds_from_result(self) -> list[RoundRecord]:
+        workspace = self.result_dir / "workspace"
+        for name in (REMOTE_ROUNDS_FILE, ROUNDS_FILE):
+            path = workspace / name
+            if path.is_file():
+                return parse_lines(path.read_text(encoding="utf-8").splitlines())
+        return []
+
+    def _learn_from(self, records: list[RoundRecord]) -> None:
+        if records and not self.num_rounds:
+            self.num_rounds = records[-1].num_rounds
+        if records and not self.clients:
+            self.clients = sorted({name for r in records for name in r.clients})
+
+    def _download(self) -> None:
+        """Fetch the job result once (records, final model, server logs) into ``result_dir``."""
+        if (self.result_dir / "workspace").is_dir():
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        scratch = self.state_dir / f"download-{uuid.uuid4().hex[:8]}"
+        try:
+            location = self._link.call(lambda s: s.download_job_result(self.id, str(scratch)))
+            if not location or not Path(location).is_dir():
+                raise ResonTechError(f"the NVFlare server returned no result for job {self.id}")
+            shutil.rmtree(self.result_dir, ignore_errors=True)
+            Path(location).rename(self.result_dir)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _error_from_log(self) -> str | None:
+        workspace = self.result_dir / "workspace"
+        for name in ("error_log.txt", "log.txt"):
+            try:
+                lines = (workspace / name).read_text(encoding="utf-8", errors="replace").splitlines()
+            except OSError:
+                continue
+            for line in reversed(lines):
+                if " ERROR " in line or "Exception" in line or "Error:" in line:
+                    return line.strip()[-500:]
+        return None
+
+
+def _startup_kit(value: str) -> Path:
+    if not value:
+        raise ConfigError(
+            "the nvflare target needs the admin's startup kit folder: set it with "
+            "%fl_config nvflare_startup_kit=/path/to/prod_00/admin@nvidia.com (or RESONTECH_NVFLARE_STARTUP_KIT)"
+        )
+    kit = Path(value).expanduser()
+    if not kit.is_dir():
+        raise ConfigError(
+            f"nvflare_startup_kit {str(kit)!r} is not a folder: set "
+            "%fl_config nvflare_startup_kit=... to the admin's startup kit folder (it holds startup/fed_admin.json)"
+        )
+    if not (kit / "startup" / "fed_admin.json").is_file():
+        raise ConfigError(
+            f"{kit} is not an admin startup kit (no startup/fed_admin.json): set "
+            "%fl_config nvflare_startup_kit=... to the folder of the admin user's kit, e.g. prod_00/admin@nvidia.com"
+        )
+    return kit.resolve()
+
+
+def _record_rounds_readably(job_folder: Path) -> None:
+    """Have the round recorder write a file name the admin API's ``cat`` command accepts."""
+    for config_path in job_folder.glob("*/config/config_fed_server.json"):
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        changed = False
+        for component in config.get("components", []):
+            if component.get("path") == RECORDER_PATH:
+                component.setdefault("args", {})["file_name"] = REMOTE_ROUNDS_FILE
+                changed = True
+        if changed:
+            config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,239 @@
+"""The nvflare target on a real POC deployment: server and two clients as separate processes,
+jobs submitted through the FLARE API with the admin's startup kit.
+
+The POC starts once for the module. The arithmetic is the one of test_fedavg: site-k adds k to
+every weight, so the POC must give the simulator's weights bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import fl_models
+import psutil
+import pytest
+import torch
+
+from resontech_nb.api import build_job
+from resontech_nb.capture import capture
+from resontech_nb.config import FederationConfig, ResonTechConfig, TrainingConfig
+from resontech_nb.datasets import make_synthetic_shards
+from resontech_nb.errors import ConfigError, JobNotFoundError, SubmitError
+from resontech_nb.poc import PocDeployment, PocError
+from resontech_nb.shards import validate_shards
+from resontech_nb.targets.base import BuiltJob
+from resontech_nb.targets.local import LocalTarget
+from resontech_nb.targets.nvflare import NVFlareTarget, map_status
+
+TRAINING = TrainingConfig(img_size=16)
+
+
+def built_job(train_fn, shards: list[Path], out: Path, rounds: int, name: str) -> BuiltJob:
+    spec = capture(fl_models.DeltaNet, train_fn)
+    shard_set = validate_shards(shards, TRAINING)
+    federation = FederationConfig(num_rounds=rounds, min_clients=2, wait_time_after_min_received=0, job_name=name)
+    job_dir = build_job(spec, shard_set, TRAINING, federation, out=out)
+    return BuiltJob(job_dir, dict(shard_set.shards), TRAINING, federation, spec.class_name)
+
+
+def expected_weights(rounds: int) -> dict[str, torch.Tensor]:
+    delta = sum(n * int(site.rsplit("-", 1)[1]) for site, n in fl_models.SAMPLES.items() if site != "site-3") / 30
+    return {k: v.double() + rounds * delta for k, v in fl_models.DeltaNet().state_dict().items()}
+
+
+def processes_mentioning(text: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(text in part for part in proc.info["cmdline"] or []):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def poc(tmp_path_factory):
+    deployment = PocDeployment(tmp_path_factory.mktemp("poc") / "workspace", n_clients=2)
+    started = time.monotonic()
+    deployment.start()
+    print(f"POC start took {time.monotonic() - started:.1f} s")
+    yield deployment
+    deployment.stop()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def target(poc, home):
+    nvflare = NVFlareTarget(ResonTechConfig(nvflare_startup_kit=str(poc.admin_startup_kit)), home=home)
+    yield nvflare
+    nvflare.close()
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return make_synthetic_shards(tmp_path_factory.mktemp("shards"), n_clients=2, img_size=16, seed=7)
+
+
+@pytest.fixture(scope="module")
+def delta_job(shards, tmp_path_factory):
+    return built_job(fl_models.delta_train, shards, tmp_path_factory.mktemp("build") / "delta", 3, "delta")
+
+
+@pytest.fixture(scope="module")
+def finished_jobs(target, delta_job, home):
+    """The same built job on the POC and in the simulator, run side by side."""
+    built = delta_job
+    started = time.monotonic()
+    on_poc = target.submit(built)
+    in_simulator = LocalTarget(home=home).submit(built)
+    assert on_poc.wait(timeout=240) == "FINISHED", on_poc.error
+    print(f"3-round job on POC took {time.monotonic() - started:.1f} s from submit to FINISHED")
+    assert in_simulator.wait(timeout=240) == "FINISHED", in_simulator.error
+    return on_poc, in_simulator
+
+
+@pytest.mark.slow
+def test_poc_job_gives_the_simulators_weights(finished_jobs):
+    on_poc, in_simulator = finished_jobs
+    assert on_poc.target == "nvflare"
+    poc_weights, sim_weights = on_poc.result(), in_simulator.result()
+    assert poc_weights.keys() == sim_weights.keys() == {"w", "b"}
+    for name, expected in expected_weights(3).items():
+        assert torch.equal(poc_weights[name], sim_weights[name]), (name, poc_weights[name], sim_weights[name])
+        assert torch.allclose(poc_weights[name].double(), expected, atol=1e-5), (name, poc_weights[name])
+
+
+@pytest.mark.slow
+def test_poc_job_records_every_round(finished_jobs):
+    on_poc, in_simulator = finished_jobs
+    rounds = on_poc.rounds
+    assert [r.round for r in rounds] == [0, 1, 2]
+    for record in rounds:
+        assert {site: c.status for site, c in record.clients.items()} == {"site-1": "ok", "site-2": "ok"}
+        assert {site: c.samples for site, c in record.clients.items()} == {"site-1": 10, "site-2": 20}
+        assert record.global_loss == pytest.approx((10 * 1 + 20 * 2) / 30)
+    assert [r.global_loss for r in rounds] == [r.global_loss for r in in_simulator.rounds]
+
+
+@pytest.mark.slow
+def test_attach_from_another_process(finished_jobs, poc, target, home):
+    on_poc, _ = finished_jobs
+    script = (
+        "import json, sys\n"
+        "from resontech_nb import ResonTechConfig\n"
+        "from resontech_nb.targets.nvflare import NVFlareTarget\n"
+        "kit, home, job_id = sys.argv[1:]\n"
+        "job = NVFlareTarget(ResonTechConfig(nvflare_startup_kit=kit), home=home).attach(job_id)\n"
+        "print(json.dumps({'status': job.status, 'rounds': len(job.rounds), 'w': job.result()['w'].tolist()}))\n"
+    )
+    # The process must also exit on its own: no FLARE API thread may keep it alive.
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(poc.admin_startup_kit), str(home), on_poc.id],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {"status": "FINISHED", "rounds": 3, "w": on_poc.result()["w"].tolist()}
+    with pytest.raises(JobNotFoundError, match="no such job"):
+        target.attach("no-such-job")
+
+
+@pytest.mark.slow
+def test_abort_ends_a_running_job(poc, target, shards, tmp_path):
+    built = built_job(fl_models.slow_train, shards, tmp_path / "slow", 100, "slow")
+    job = target.submit(built)
+    deadline = time.monotonic() + 120
+    while not job.rounds and time.monotonic() < deadline:  # read live from the server's run folder
+        time.sleep(0.5)
+    assert job.rounds, f"no round recorded while the job ran ({job.status}, {job.error})"
+    assert job.status == "RUNNING"
+    assert processes_mentioning(job.id), "the job runs in its own processes"
+
+    job.abort()
+
+    assert job.status == "ABORTED"
+    assert target.attach(job.id).status == "ABORTED"
+    assert job.rounds and all(r.round < 100 for r in job.rounds)
+    deadline = time.monotonic() + 30
+    while processes_mentioning(job.id) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert processes_mentioning(job.id) == []
+    poc.wait_until_ready(timeout=30)  # the deployment itself is still up
+
+
+@pytest.mark.slow
+def test_poc_listens_on_loopback_only_and_stops_completely(poc, delta_job):
+    """Runs last in this module: it stops the module's POC."""
+    listening = set()
+    for proc in poc.processes():
+        try:
+            listening |= {(c.laddr.ip, c.laddr.port) for c in proc.net_connections() if c.status == "LISTEN"}
+        except psutil.Error:
+            continue
+    assert {port for _, port in listening} >= set(poc.ports)
+    assert {ip for ip, _ in listening} <= {"127.0.0.1", "::1"}, listening
+
+    poc.stop()
+
+    assert processes_mentioning(str(poc.workspace)) == []
+    for port in poc.ports:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))  # nobody listens on the ports any more
+    config = ResonTechConfig(nvflare_startup_kit=str(poc.admin_startup_kit))
+    with pytest.raises(SubmitError, match=r"cannot reach the NVFlare server .* is it running\?"):
+        NVFlareTarget(config, connect_timeout=2).submit(delta_job)
+
+
+def test_missing_or_wrong_startup_kit_names_the_fix(tmp_path):
+    with pytest.raises(ConfigError, match=r"%fl_config nvflare_startup_kit="):
+        NVFlareTarget(ResonTechConfig(nvflare_startup_kit=""))
+    a_file = tmp_path / "kit.txt"
+    a_file.write_text("not a kit")
+    with pytest.raises(ConfigError, match="is not a folder"):
+        NVFlareTarget(ResonTechConfig(nvflare_startup_kit=str(a_file)))
+    with pytest.raises(ConfigError, match="fed_admin.json"):
+        NVFlareTarget(ResonTechConfig(nvflare_startup_kit=str(tmp_path)))
+
+
+def test_nvflare_statuses_map_onto_ours():
+    assert map_status("SUBMITTED").status == "SUBMITTED"
+    assert map_status("DISPATCHED").status == "RUNNING"
+    assert map_status("RUNNING").status == "RUNNING"
+    assert map_status("FINISHED:COMPLETED").status == "FINISHED"
+    assert map_status("FINISHED:ABORTED").status == "ABORTED"
+    failed = map_status("FINISHED:EXECUTION_EXCEPTION")
+    assert failed.status == "FAILED" and "EXECUTION_EXCEPTION" in failed.error
+    assert map_status("FINISHED:CAN_NOT_SCHEDULE").status == "FAILED"
+    assert map_status("FINISHED:ABANDONED").status == "FAILED"
+
+
+@pytest.mark.slow
+def test_start_refuses_ports_taken_by_another_program(tmp_path):
+    nvflare_config = Path.home() / ".nvflare" / "config.conf"
+    before = nvflare_config.read_bytes() if nvflare_config.exists() else None
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        deployment = PocDeployment(tmp_path / "workspace", n_clients=1, admin_port=taken)
+        deployment.prepare()
+        assert deployment.ports[1] == taken
+        assert (deployment.admin_startup_kit / "startup" / "fed_admin.json").is_file()
+        with pytest.raises(PocError, match=rf"port\(s\) \[{taken}\] .* taken by another program"):
+            deployment.start()
+    assert processes_mentioning(str(deployment.workspace)) == []
+    # prepare leaves the user's own NVFlare CLI configuration alone
+    assert (nvflare_config.read_bytes() if nvflare_config.exists() else None) == before
