@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
+# Imported eagerly (it is light): a lazy `capture` would be shadowed by the submodule of that name.
+from .capture import ModelSpec, capture
 from .config import FederationConfig, ResonTechConfig, TrainingConfig
 from .errors import ResonTechError
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "capture": ("resontech_nb.capture", "capture"),
-    "ModelSpec": ("resontech_nb.capture", "ModelSpec"),
     "build_job": ("resontech_nb.api", "build_job"),
     "submit": ("resontech_nb.api", "submit"),
     "attach": ("resontech_nb.api", "attach"),
@@ -53,6 +53,8 @@ def unload_ipython_extension(ipython: Any) -> None:
 
 
 __all__ = [
+    "ModelSpec",
+    "capture",
     "FederationConfig",
     "ResonTechConfig",
     "ResonTechError",

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from resontech_nb import FederationConfig, TrainingConfig, capture, make_synthetic_shards, submit
+from resontech_nb.dashboard import render_text, take_snapshot
+from resontech_nb.dashboard.snapshot import CELL_FAILED, CELL_TOOK_PART
 
 pytestmark = pytest.mark.slow
 
@@ -68,3 +70,9 @@ def test_a_failed_site_does_not_stop_the_job(three_shards):
     expected = expected_after(3, fl_models.SAMPLES, failed={1: {"site-2"}})
     for name, value in expected.items():
         assert torch.allclose(job.result()[name].double(), value, atol=1e-5)
+
+    # The dashboard's participation grid marks exactly that cell failed (the data behind the picture).
+    clients, grid = take_snapshot(job).participation()
+    assert clients == ["site-1", "site-2", "site-3"]
+    assert grid == [[CELL_TOOK_PART] * 3, [CELL_TOOK_PART, CELL_FAILED, CELL_TOOK_PART], [CELL_TOOK_PART] * 3]
+    assert "FAILED" in render_text(take_snapshot(job))
