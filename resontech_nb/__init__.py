@@ -26,6 +26,7 @@ _LAZY = {
     "make_synthetic_shards": ("resontech_nb.datasets", "make_synthetic_shards"),
     "show_dashboard": ("resontech_nb.dashboard", "show_dashboard"),
     "list_jobs": ("resontech_nb.api", "list_jobs"),
+    "PocDeployment": ("resontech_nb.poc", "PocDeployment"),
 }
 
 

@@ -1,0 +1,483 @@
+"""The IPython magics: each parses its line, calls one Python API function and shows the result.
+
+``%load_ext resontech_nb`` registers ``FLMagics``. Settings are traitlets too, so
+``%config FLMagics.batch_size = 16`` works next to ``%fl_config batch_size=16``. Every
+``ResonTechError`` (and config ``ValueError``) becomes a one-line ``UsageError``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import getpass
+import logging
+import shlex
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from IPython.core.error import StdinNotImplementedError, UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Float, Int, TraitError, Unicode, validate
+from traitlets.config import Configurable
+
+from .capture import TRAIN_FN_NAME, ModelSpec, capture
+from .config import SECRET_FIELDS, FederationConfig, ResonTechConfig, TrainingConfig
+from .errors import ResonTechError
+
+log = logging.getLogger(__name__)
+
+CONFIG_CLASSES = {"resontech": ResonTechConfig, "training": TrainingConfig, "federation": FederationConfig}
+DEFAULT_JOB_VAR = "fl_job"
+MODEL_VAR = "fl_model"
+
+# %fl_submit flag -> (config section, field)
+SUBMIT_FLAGS = {
+    "rounds": ("federation", "num_rounds"),
+    "min_clients": ("federation", "min_clients"),
+    "job_name": ("federation", "job_name"),
+    "epochs": ("training", "local_epochs"),
+    "batch_size": ("training", "batch_size"),
+    "lr": ("training", "learning_rate"),
+    "img_size": ("training", "img_size"),
+    "num_classes": ("training", "num_classes"),
+}
+
+
+def _usage_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn our errors into a one-line UsageError (IPython shows it without a traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (ResonTechError, ValueError, TraitError) as exc:
+            raise UsageError(str(exc)) from None
+
+    return wrapper
+
+
+def _section_of(key: str) -> str | None:
+    for section, cls in CONFIG_CLASSES.items():
+        if key in cls.field_names():
+            return section
+    return None
+
+
+@magics_class
+class FLMagics(Magics, Configurable):
+    """Federated training of a notebook's PyTorch model with NVIDIA FLARE."""
+
+    target = Unicode("local", help="Where %fl_submit runs jobs: local, nvflare or resontech").tag(config=True)
+    # ResonTechConfig (the password is not a trait: it is set with %fl_login only)
+    base_url = Unicode("", help="REST API base URL of the ResonTech platform").tag(config=True)
+    email = Unicode("", help="Account email on the platform").tag(config=True)
+    sftp_key_file = Unicode("~/.ssh/id_ed25519", help="Legacy SFTP key (deprecated, unused: S3 is used)").tag(
+        config=True
+    )
+    s3_bucket = Unicode("", help="S3 bucket for shards and job files").tag(config=True)
+    s3_endpoint_url = Unicode("", help="S3 endpoint URL (any S3-compatible store)").tag(config=True)
+    s3_region = Unicode("us-east-1", help="S3 region").tag(config=True)
+    s3_prefix = Unicode("resontech_nb", help="Key prefix for uploads in the bucket").tag(config=True)
+    nvflare_startup_kit = Unicode("", help="Admin startup kit folder for target nvflare").tag(config=True)
+    nvflare_username = Unicode("admin@nvidia.com", help="Admin user name for target nvflare").tag(config=True)
+    # TrainingConfig
+    num_classes = Int(0, help="Output classes (0 = infer from the manifests)").tag(config=True)
+    local_epochs = Int(2, help="Local training epochs per FL round").tag(config=True)
+    batch_size = Int(32, help="Mini-batch size").tag(config=True)
+    learning_rate = Float(0.001, help="Optimizer learning rate").tag(config=True)
+    img_size = Int(224, help="Input image size (square)").tag(config=True)
+    manifest_file = Unicode("manifest.ndjson", help="Manifest file name inside each shard ZIP").tag(config=True)
+    # FederationConfig
+    num_rounds = Int(5, help="Total FL training rounds").tag(config=True)
+    min_clients = Int(1, help="Minimum clients required per round").tag(config=True)
+    wait_time_after_min_received = Int(10, help="Seconds to wait after min clients respond").tag(config=True)
+    heart_beat_timeout = Int(600, help="Client heartbeat timeout in seconds").tag(config=True)
+    job_name = Unicode("rt_job", help="Name stored in the job's metadata").tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        # The session's configs: defaults < config file < RESONTECH_* env; traits (%config) override them.
+        self.resontech = ResonTechConfig.load()
+        self.training = TrainingConfig.load()
+        self.federation = FederationConfig.load()
+        own = type(self).__name__
+        ipython_config = getattr(shell, "config", None)
+        section = ipython_config[own] if ipython_config is not None and own in ipython_config else {}
+        self._drop_invalid_settings(section)
+        super().__init__(shell=shell, **kwargs)
+        configured = set(section)
+        for section in CONFIG_CLASSES:
+            cfg = getattr(self, section)
+            for name, value in cfg.to_dict().items():
+                if name not in configured:
+                    setattr(self, name, value)
+
+    def _drop_invalid_settings(self, section: Any) -> None:
+        """Skip (with a warning) invalid FLMagics values in the IPython config, so %load_ext still works."""
+        from .targets import TARGETS
+
+        for key in list(section):
+            value = section[key]
+            try:
+                if key == "target":
+                    if value not in TARGETS:
+                        raise ValueError(f"unknown target {value!r}; use one of: {', '.join(TARGETS)}")
+                elif _section_of(key) is not None:
+                    getattr(self, _section_of(key)).replace(**{key: value})
+            except ValueError as exc:
+                log.warning("ignoring FLMagics.%s from the IPython config: %s", key, exc)
+                del section[key]
+
+    @validate(
+        "base_url",
+        "email",
+        "sftp_key_file",
+        "s3_bucket",
+        "s3_endpoint_url",
+        "s3_region",
+        "s3_prefix",
+        "nvflare_startup_kit",
+        "nvflare_username",
+        "num_classes",
+        "local_epochs",
+        "batch_size",
+        "learning_rate",
+        "img_size",
+        "manifest_file",
+        "num_rounds",
+        "min_clients",
+        "wait_time_after_min_received",
+        "heart_beat_timeout",
+        "job_name",
+    )
+    def _validate_config_trait(self, proposal: Any) -> Any:
+        """A trait change goes through the config class's validation and updates the session config."""
+        name = proposal["trait"].name
+        section = _section_of(name)
+        current = getattr(self, section)
+        if getattr(current, name) == proposal["value"]:
+            return proposal["value"]
+        try:
+            updated = current.replace(**{name: proposal["value"]})
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+        setattr(self, section, updated)
+        return getattr(updated, name)
+
+    @validate("target")
+    def _validate_target(self, proposal: Any) -> str:
+        from .targets import TARGETS
+
+        if proposal["value"] not in TARGETS:
+            raise TraitError(f"unknown target {proposal['value']!r}; use one of: {', '.join(TARGETS)}")
+        return proposal["value"]
+
+    # -- %%fl_model ----------------------------------------------------------------------------
+    @cell_magic
+    @magic_arguments()
+    @argument("--name", help="The model class, when the cell defines several nn.Module subclasses")
+    @argument("--input-shape", help="Run one forward pass on CPU with this input shape, e.g. 1,3,32,32")
+    @_usage_errors
+    def fl_model(self, line: str, cell: str) -> None:
+        """Run the cell, then capture its nn.Module subclass (and fl_train_model) into ``fl_model``."""
+        args = parse_argstring(self.fl_model, line)
+        input_shape = _parse_shape(args.input_shape)
+        python = self.shell.transform_cell(cell)
+        try:
+            tree = ast.parse(python)
+        except SyntaxError as exc:
+            raise UsageError(
+                f"syntax error in the cell, line {exc.lineno}: {exc.msg}; fix it and run the cell again "
+                f"({MODEL_VAR} is unchanged)"
+            ) from None
+        result = self.shell.run_cell(cell)
+        if not result.success:
+            raise UsageError(
+                f"the cell raised an error (shown above): fix it and run it again ({MODEL_VAR} is unchanged)"
+            )
+        model_cls = self._model_class(tree, args.name)
+        train_fn = None
+        if TRAIN_FN_NAME in _defined_names(tree):
+            train_fn = self.shell.user_ns.get(TRAIN_FN_NAME)
+        spec = capture(model_cls, train_fn, namespace=self.shell.user_ns, input_shape=input_shape, cell_source=python)
+        self.shell.user_ns[MODEL_VAR] = spec
+        _show(spec)
+
+    def _model_class(self, tree: ast.Module, name: str | None) -> type:
+        import torch
+
+        user_ns = self.shell.user_ns
+        if name:
+            value = user_ns.get(name)
+            if not (isinstance(value, type) and issubclass(value, torch.nn.Module)):
+                raise UsageError(f"--name {name}: no torch.nn.Module subclass called {name} is defined; check the name")
+            return value
+        classes = [
+            n.name
+            for n in tree.body
+            if isinstance(n, ast.ClassDef)
+            and isinstance(user_ns.get(n.name), type)
+            and issubclass(user_ns[n.name], torch.nn.Module)
+        ]
+        classes = list(dict.fromkeys(classes))
+        if not classes:
+            raise UsageError("the cell defines no torch.nn.Module subclass: define your model class in this cell")
+        if len(classes) > 1:
+            raise UsageError(
+                f"the cell defines several nn.Module subclasses ({', '.join(classes)}): "
+                f"say which is the model with %%fl_model --name {classes[-1]}"
+            )
+        return user_ns[classes[0]]
+
+    # -- %fl_config / %fl_login ------------------------------------------------------------------
+    @line_magic
+    @_usage_errors
+    def fl_config(self, line: str) -> None:
+        """Show the session's settings, or set them: ``%fl_config batch_size=16 num_rounds=3``.
+
+        The password is never shown and cannot be set here: use ``%fl_login``.
+        """
+        tokens = shlex.split(line)
+        if not tokens:
+            print(self._settings_text())
+            return
+        changes: dict[str, str] = {}
+        for token in tokens:
+            key, sep, value = token.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or not key:
+                raise UsageError(f"expected key=value, got {token!r} (e.g. %fl_config batch_size=16)")
+            if key in SECRET_FIELDS:
+                raise UsageError(
+                    "the password is not set with %fl_config (it would be saved in the notebook): "
+                    "use %fl_login, which asks for it"
+                )
+            if key != "target" and _section_of(key) is None:
+                known = sorted(["target", *self.trait_names(config=True)])
+                raise UsageError(f"unknown setting {key!r}; known settings: {', '.join(known)}")
+            changes[key] = value
+        # Validate everything first, so a bad value changes nothing.
+        updated = {section: getattr(self, section) for section in CONFIG_CLASSES}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for key, value in changes.items():
+                if key == "target":
+                    continue
+                section = _section_of(key)
+                updated[section] = updated[section].replace(**{key: value})
+        if "target" in changes:
+            self._validate_target({"value": changes["target"]})
+        for section, cfg in updated.items():
+            setattr(self, section, cfg)
+            for key in changes:
+                if _section_of(key) == section:
+                    setattr(self, key, getattr(cfg, key))
+        if "target" in changes:
+            self.target = changes["target"]
+        print("set " + ", ".join(f"{k}={self._shown(k)}" for k in changes))
+        for warning in {str(w.message) for w in caught}:
+            print(f"note: {warning}")
+
+    @line_magic
+    @magic_arguments()
+    @argument("--email", help="Account email (else the configured one)")
+    @argument("--base-url", help="Platform REST API URL (else the configured one)")
+    @_usage_errors
+    def fl_login(self, line: str) -> None:
+        """Ask for the platform password (getpass) and keep it in memory for this session only."""
+        args = parse_argstring(self.fl_login, line)
+        changes = {k: v for k, v in (("email", args.email), ("base_url", args.base_url)) if v}
+        config = self.resontech.replace(**changes)
+        who = config.email or "your account"
+        try:
+            password = getpass.getpass(f"ResonTech password for {who}: ")
+        except StdinNotImplementedError:
+            raise UsageError(
+                "this front-end cannot prompt for a password: set RESONTECH_PASSWORD in the kernel's environment"
+            ) from None
+        if not password:
+            raise UsageError("no password entered: run %fl_login again")
+        config = config.replace(password=password)
+        logged_in = self._platform_login(config)
+        self.resontech = config
+        for key in changes:
+            setattr(self, key, getattr(config, key))
+        if logged_in:
+            print(f"logged in to {config.base_url} as {config.email}")
+        else:
+            print(f"password kept in memory for this session (for {who}); it is not saved anywhere")
+
+    def _platform_login(self, config: ResonTechConfig) -> bool:
+        if not config.base_url:
+            return False
+        try:
+            from .rest import PlatformClient
+        except ImportError:  # pragma: no cover - the REST client ships with the package
+            return False
+        PlatformClient(config).login()
+        return True
+
+    # -- %fl_submit ------------------------------------------------------------------------------
+    @line_magic
+    @magic_arguments()
+    @argument("--shards", help="Folder of shard ZIPs (one site per ZIP) or one shard ZIP")
+    @argument("--rounds", type=int, help="FederationConfig.num_rounds")
+    @argument("--min-clients", type=int, help="FederationConfig.min_clients")
+    @argument("--epochs", type=int, help="TrainingConfig.local_epochs")
+    @argument("--batch-size", type=int, help="TrainingConfig.batch_size")
+    @argument("--lr", type=float, help="TrainingConfig.learning_rate")
+    @argument("--img-size", type=int, help="TrainingConfig.img_size")
+    @argument("--num-classes", type=int, help="TrainingConfig.num_classes (0 infers it from the manifests)")
+    @argument("--job-name", help="FederationConfig.job_name")
+    @argument("--target", help="local (default), nvflare or resontech")
+    @argument("--wait", action="store_true", help="Block until the job ends, with the live dashboard")
+    @argument("--build-only", metavar="DIR", help="Only write the NVFlare job folder to DIR; submit nothing")
+    @argument("--as", dest="as_var", metavar="VAR", default=DEFAULT_JOB_VAR, help="Variable for the Job")
+    @_usage_errors
+    def fl_submit(self, line: str) -> None:
+        """Build the NVFlare job from ``fl_model`` and the shards, submit it and show the dashboard."""
+        args = parse_argstring(self.fl_submit, line)
+        spec = self.shell.user_ns.get(MODEL_VAR)
+        if not isinstance(spec, ModelSpec):
+            raise UsageError(f"no captured model: run a %%fl_model cell first (it binds {MODEL_VAR})")
+        if not args.shards:
+            raise UsageError("give the data with --shards PATH (a folder of shard ZIPs or one ZIP)")
+        if not args.as_var.isidentifier():
+            raise UsageError(f"--as {args.as_var!r} is not a valid variable name")
+        changes: dict[str, dict[str, Any]] = {"training": {}, "federation": {}}
+        for flag, (section, name) in SUBMIT_FLAGS.items():
+            value = getattr(args, flag)
+            if value is not None:
+                changes[section][name] = value
+        training = self.training.replace(**changes["training"])
+        federation = self.federation.replace(**changes["federation"])
+        from . import api
+
+        if args.build_only:
+            path = api.build_job(spec, args.shards, training, federation, out=args.build_only)
+            print(f"job folder written to {path} (nothing submitted)")
+            return
+        target = args.target or self.target
+        job = api.submit(
+            spec, args.shards, training=training, federation=federation, target=target, config=self.resontech
+        )
+        self.shell.user_ns[args.as_var] = job
+        print(f"submitted job {job.id} to target {target}; the handle is {args.as_var}")
+        job.dashboard(wait=args.wait)
+
+    # -- %fl_status / %fl_dashboard / %fl_abort ----------------------------------------------------
+    @line_magic
+    @magic_arguments()
+    @argument("job", nargs="?", help=f"Variable holding a Job, or a job id (default: {DEFAULT_JOB_VAR})")
+    @_usage_errors
+    def fl_status(self, line: str) -> None:
+        """Print one line on the job: status, round k of N, latest global loss."""
+        args = parse_argstring(self.fl_status, line)
+        print(self._job(args.job).summary())
+
+    @line_magic
+    @magic_arguments()
+    @argument("job", nargs="?", help=f"Variable holding a Job, or a job id (default: {DEFAULT_JOB_VAR})")
+    @argument("--wait", action="store_true", help="Block until the job ends")
+    @_usage_errors
+    def fl_dashboard(self, line: str) -> None:
+        """Show the live dashboard of a job (also one submitted before a kernel restart)."""
+        args = parse_argstring(self.fl_dashboard, line)
+        self._job(args.job).dashboard(wait=args.wait)
+
+    @line_magic
+    @magic_arguments()
+    @argument("job", nargs="?", help=f"Variable holding a Job, or a job id (default: {DEFAULT_JOB_VAR})")
+    @_usage_errors
+    def fl_abort(self, line: str) -> None:
+        """Stop a running job and everything it started."""
+        args = parse_argstring(self.fl_abort, line)
+        job = self._job(args.job)
+        job.abort()
+        print(job.summary())
+
+    def _job(self, ref: str | None) -> Any:
+        from .job import Job
+
+        user_ns = self.shell.user_ns
+        if ref is None:
+            job = user_ns.get(DEFAULT_JOB_VAR)
+            if job is None:
+                raise UsageError("no job yet: run %fl_submit first, or give a job id (%fl_status JOB_ID)")
+        elif ref.isidentifier() and ref in user_ns:
+            job = user_ns[ref]
+        else:
+            from . import api
+
+            return api.attach(ref, config=self.resontech)
+        if not isinstance(job, Job):
+            name = ref or DEFAULT_JOB_VAR
+            raise UsageError(f"{name} is a {type(job).__name__}, not a Job: pass a job variable or a job id")
+        return job
+
+    # -- display ----------------------------------------------------------------------------------------
+    def _shown(self, key: str) -> str:
+        if key == "target":
+            return repr(self.target)
+        section = _section_of(key)
+        return repr(getattr(getattr(self, section), key))
+
+    def _settings_text(self) -> str:
+        lines = [f"target = {self.target!r}"]
+        for section in CONFIG_CLASSES:
+            cfg = getattr(self, section)
+            lines.append(f"[{type(cfg).__name__}]")
+            for name in cfg.field_names():
+                if name in SECRET_FIELDS:
+                    lines.append(f"  {name} = {'set' if getattr(cfg, name) else 'not set'} (use %fl_login)")
+                else:
+                    lines.append(f"  {name} = {getattr(cfg, name)!r}")
+        return "\n".join(lines)
+
+
+def _defined_names(tree: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return names
+
+
+def _parse_shape(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        shape = tuple(int(part) for part in text.replace("(", "").replace(")", "").replace("x", ",").split(",") if part)
+    except ValueError:
+        shape = ()
+    if not shape or any(d < 1 for d in shape):
+        raise UsageError(f"--input-shape {text!r} is not a shape: give positive integers like 1,3,32,32")
+    return shape
+
+
+def _show(obj: Any) -> None:
+    from IPython.display import display
+
+    display(obj)
+
+
+def register(ipython: Any) -> FLMagics:
+    """Register the magics (``%load_ext resontech_nb``); returns the instance so ``%config`` finds it."""
+    unregister(ipython)
+    magics = FLMagics(shell=ipython)  # Magics.__init__ adds it to ipython.configurables
+    ipython.register_magics(magics)
+    return magics
+
+
+def unregister(ipython: Any) -> None:
+    """Remove our magics and their ``%config`` entry (``%unload_ext resontech_nb``)."""
+    for magics in [c for c in ipython.configurables if isinstance(c, FLMagics)]:
+        ipython.configurables.remove(magics)
+    manager = ipython.magics_manager
+    for kind, names in FLMagics.magics.items():
+        for name in names:
+            manager.magics[kind].pop(name, None)
+    manager.registry.pop(FLMagics.__name__, None)

@@ -1,0 +1,56 @@
+"""Shared fixtures: an isolated settings environment and a real IPython shell with the extension loaded."""
+
+from __future__ import annotations
+import __future__
+
+import os
+import sys
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+
+def pytest_configure(config):
+    """Job state and settings of the whole run stay out of the user's home (kernels and subprocesses inherit them)."""
+    if not os.environ.get("RESONTECH_NB_HOME"):
+        import tempfile
+
+        os.environ["RESONTECH_NB_HOME"] = tempfile.mkdtemp(prefix="rt_home_")
+    os.environ.setdefault("RESONTECH_NB_CONFIG", os.path.join(os.environ["RESONTECH_NB_HOME"], "no-config.toml"))
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    """No RESONTECH_* variables, no user config file, job state under tmp_path."""
+    for name in list(os.environ):
+        if name.startswith("RESONTECH_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("RESONTECH_NB_CONFIG", str(tmp_path / "no-config.toml"))
+    monkeypatch.setenv("RESONTECH_NB_HOME", str(tmp_path / "rt_home"))
+    return monkeypatch
+
+
+@pytest.fixture(scope="session")
+def ipython_shell():
+    """One in-process IPython shell for the session (history in memory; process hooks left as they were)."""
+    saved = sys.modules.get("__main__"), sys.displayhook, sys.excepthook
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    shell = InteractiveShell.instance(config=config)
+    sys.modules["__main__"], sys.displayhook, sys.excepthook = saved
+    return shell
+
+
+@pytest.fixture
+def ip(ipython_shell, clean_env, tmp_path):
+    """The shell with an empty namespace and ``%load_ext resontech_nb`` done, working in tmp_path."""
+    clean_env.chdir(tmp_path)
+    ipython_shell.reset(new_session=True)
+    for feature in __future__.all_feature_names:  # a `from __future__` cell of an earlier test sticks otherwise
+        ipython_shell.compile.flags &= ~getattr(__future__, feature).compiler_flag
+    ipython_shell.extension_manager.load_extension("resontech_nb")
+    yield ipython_shell
+    ipython_shell.extension_manager.unload_extension("resontech_nb")
+    ipython_shell.config.pop("FLMagics", None)  # %config settings do not leak into the next test
+    ipython_shell.reset(new_session=True)
