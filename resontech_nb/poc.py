@@ -37,6 +37,7 @@ from typing import Any
 import psutil
 
 from .errors import ResonTechError
+from .processes import processes_using
 
 log = logging.getLogger(__name__)
 
@@ -144,15 +145,7 @@ class PocDeployment:
 
     def processes(self) -> list[psutil.Process]:
         """Every process of this deployment (server, clients, their job processes and daemons)."""
-        needle = str(self.workspace)
-        found = []
-        for proc in psutil.process_iter(["cmdline"]):
-            try:
-                if any(needle in part for part in proc.info["cmdline"] or []):
-                    found.append(proc)
-            except psutil.Error:
-                continue
-        return found
+        return processes_using(self.workspace)
 
     @property
     def running(self) -> bool:

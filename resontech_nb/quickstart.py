@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     (out / "dashboard.png").write_bytes(pictures[-1]["png"])
     rounds = pictures[-1]["meta"].get("rounds", [])
-    print(f"done in {time.monotonic() - started:.0f} s: {len(rounds)} rounds, status {pictures[-1]['meta'].get('status')}")
+    status = pictures[-1]["meta"].get("status")
+    print(f"done in {time.monotonic() - started:.0f} s: {len(rounds)} rounds, status {status}")
     for record in rounds:
         print(f"  round {record['round'] + 1}: global loss {record['global_loss']:.4f}")
     print(f"executed notebook: {executed}")

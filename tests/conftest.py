@@ -31,6 +31,29 @@ def clean_env(monkeypatch, tmp_path):
     return monkeypatch
 
 
+@pytest.fixture
+def aws_env(monkeypatch, tmp_path):
+    """Credentials for the loopback S3 server, no AWS files from the machine, job state under tmp_path."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("RESONTECH_NB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RESONTECH_NB_CONFIG", str(tmp_path / "no-config.toml"))
+    monkeypatch.delenv("RESONTECH_PASSWORD", raising=False)
+    return monkeypatch
+
+
+@pytest.fixture(scope="module")
+def s3(request):
+    """A real S3 server (moto's server mode) on a free loopback port, with the test module's BUCKET."""
+    from resontech_nb.platform.loopback import EmbeddedS3
+
+    server = EmbeddedS3(bucket=request.module.BUCKET).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def ipython_shell():
     """One in-process IPython shell for the session (history in memory; process hooks left as they were)."""

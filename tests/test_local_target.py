@@ -7,11 +7,11 @@ import sys
 import time
 
 import fl_models
-import psutil
 import pytest
 import torch.nn as nn
 
 from resontech_nb import FederationConfig, TrainingConfig, attach, capture, make_synthetic_shards, submit
+from resontech_nb.processes import processes_using
 
 pytestmark = pytest.mark.slow
 
@@ -45,17 +45,6 @@ def test_default_training_loop_lowers_the_global_loss(tmp_path, multi_label):
     model.load_state_dict(job.result())  # the weights come back and fit the class
 
 
-def nvflare_processes(path) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(str(path) in part for part in proc.info["cmdline"] or []):
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
-
-
 def test_abort_stops_the_job_and_every_process(tmp_path):
     shards = make_synthetic_shards(tmp_path / "shards", n_clients=2, img_size=16, seed=2)
     job = submit(
@@ -68,12 +57,12 @@ def test_abort_stops_the_job_and_every_process(tmp_path):
     while not job.rounds and time.monotonic() < deadline:
         time.sleep(1)
     assert job.rounds, "the job never finished a round"
-    assert nvflare_processes(job.workspace)
+    assert processes_using(job.workspace)
     job.abort()
     assert job.status == "ABORTED"
     assert attach(job.id).status == "ABORTED"
     time.sleep(1)
-    assert nvflare_processes(job.workspace) == []
+    assert processes_using(job.workspace) == []
 
 
 def test_attach_from_another_process_sees_the_same_rounds(tmp_path):

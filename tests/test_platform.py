@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import psutil
 import pytest
 import requests
 import torch
@@ -28,13 +27,14 @@ from resontech_nb.errors import AuthError, JobNotFoundError
 from resontech_nb.job import jobs_home
 from resontech_nb.platform import PlatformServer
 from resontech_nb.platform.loopback import EmbeddedS3, ForwardingProxy
+from resontech_nb.processes import processes_using
 from resontech_nb.rest import PlatformClient, token_cache_path
 from resontech_nb.shards import validate_shards
 from resontech_nb.targets.base import BuiltJob
 from resontech_nb.targets.local import LocalTarget
 from resontech_nb.targets.resontech import ResonTechTarget
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("aws_env")]
 
 BUCKET = "platform-tests"
 PASSWORDS = {"alice@example.com": "alice-Secret-7731", "bob@example.com": "bob-Secret-5512"}
@@ -70,24 +70,6 @@ def fl_train_model(payload):
 def expected_weights(rounds: int) -> torch.Tensor:
     delta = (10 * 1 + 20 * 2) / 30  # FedAvg weighted by the sample counts
     return torch.arange(6, dtype=torch.float64).reshape(2, 3) + rounds * delta
-
-
-@pytest.fixture(autouse=True)
-def env(monkeypatch, tmp_path):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    monkeypatch.setenv("RESONTECH_NB_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("RESONTECH_NB_CONFIG", str(tmp_path / "no-config.toml"))
-    monkeypatch.delenv("RESONTECH_PASSWORD", raising=False)
-
-
-@pytest.fixture(scope="module")
-def s3():
-    server = EmbeddedS3(bucket=BUCKET).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -206,17 +188,6 @@ def test_users_see_and_abort_only_their_own_jobs(platform, s3, tmp_path):
     job.abort()
     assert alice.attach(job.id).status == "ABORTED"
     wait_for(lambda: not processes_using(workspace), 30, "the simulator processes to end")
-
-
-def processes_using(path: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(path in part for part in proc.info["cmdline"] or []):
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
 
 
 def test_a_retried_submit_makes_exactly_one_job(platform, s3, tmp_path):

@@ -25,6 +25,7 @@ from resontech_nb.config import FederationConfig, ResonTechConfig, TrainingConfi
 from resontech_nb.datasets import make_synthetic_shards
 from resontech_nb.errors import ConfigError, JobNotFoundError, SubmitError
 from resontech_nb.poc import PocDeployment, PocError
+from resontech_nb.processes import processes_using
 from resontech_nb.shards import validate_shards
 from resontech_nb.targets.base import BuiltJob
 from resontech_nb.targets.local import LocalTarget
@@ -44,17 +45,6 @@ def built_job(train_fn, shards: list[Path], out: Path, rounds: int, name: str) -
 def expected_weights(rounds: int) -> dict[str, torch.Tensor]:
     delta = sum(n * int(site.rsplit("-", 1)[1]) for site, n in fl_models.SAMPLES.items() if site != "site-3") / 30
     return {k: v.double() + rounds * delta for k, v in fl_models.DeltaNet().state_dict().items()}
-
-
-def processes_mentioning(text: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(text in part for part in proc.info["cmdline"] or []):
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +149,7 @@ def test_abort_ends_a_running_job(poc, target, shards, tmp_path):
         time.sleep(0.5)
     assert job.rounds, f"no round recorded while the job ran ({job.status}, {job.error})"
     assert job.status == "RUNNING"
-    assert processes_mentioning(job.id), "the job runs in its own processes"
+    assert processes_using(job.id), "the job runs in its own processes"
 
     job.abort()
 
@@ -167,9 +157,9 @@ def test_abort_ends_a_running_job(poc, target, shards, tmp_path):
     assert target.attach(job.id).status == "ABORTED"
     assert job.rounds and all(r.round < 100 for r in job.rounds)
     deadline = time.monotonic() + 30
-    while processes_mentioning(job.id) and time.monotonic() < deadline:
+    while processes_using(job.id) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert processes_mentioning(job.id) == []
+    assert processes_using(job.id) == []
     poc.wait_until_ready(timeout=30)  # the deployment itself is still up
 
 
@@ -187,7 +177,7 @@ def test_poc_listens_on_loopback_only_and_stops_completely(poc, delta_job):
 
     poc.stop()
 
-    assert processes_mentioning(str(poc.workspace)) == []
+    assert processes_using(str(poc.workspace)) == []
     for port in poc.ports:
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -234,6 +224,6 @@ def test_start_refuses_ports_taken_by_another_program(tmp_path):
         assert (deployment.admin_startup_kit / "startup" / "fed_admin.json").is_file()
         with pytest.raises(PocError, match=rf"port\(s\) \[{taken}\] .* taken by another program"):
             deployment.start()
-    assert processes_mentioning(str(deployment.workspace)) == []
+    assert processes_using(str(deployment.workspace)) == []
     # prepare leaves the user's own NVFlare CLI configuration alone
     assert (nvflare_config.read_bytes() if nvflare_config.exists() else None) == before

@@ -7,7 +7,6 @@ equal the local target's for a deterministic model, and a re-submit sends no sha
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -24,33 +23,15 @@ from resontech_nb.datasets import make_synthetic_shards
 from resontech_nb.errors import AuthError
 from resontech_nb.job import jobs_home
 from resontech_nb.platform import PlatformServer
-from resontech_nb.platform.loopback import EmbeddedS3, ForwardingProxy
+from resontech_nb.platform.loopback import ForwardingProxy
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("aws_env")]
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "target-tests"
 EMAIL = "dana@example.com"
 PASSWORD = "dana-Secret-4471"
 FEDERATION = FederationConfig(num_rounds=2, min_clients=3, wait_time_after_min_received=0, job_name="remote")
-
-
-@pytest.fixture(autouse=True)
-def env(monkeypatch, tmp_path):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    monkeypatch.setenv("RESONTECH_NB_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("RESONTECH_NB_CONFIG", str(tmp_path / "no-config.toml"))
-    monkeypatch.delenv("RESONTECH_PASSWORD", raising=False)
-
-
-@pytest.fixture(scope="module")
-def s3():
-    server = EmbeddedS3(bucket=BUCKET).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

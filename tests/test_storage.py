@@ -15,27 +15,11 @@ import pytest
 
 from resontech_nb.config import ResonTechConfig
 from resontech_nb.errors import StorageError
-from resontech_nb.platform.loopback import EmbeddedS3, ForwardingProxy
+from resontech_nb.platform.loopback import ForwardingProxy
 from resontech_nb.storage import MiB, S3Storage, sha256_file, zip_dir_deterministic
 
+pytestmark = pytest.mark.usefixtures("aws_env")
 BUCKET = "storage-tests"
-
-
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch, tmp_path):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    monkeypatch.setenv("RESONTECH_NB_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("RESONTECH_NB_CONFIG", str(tmp_path / "no-config.toml"))
-
-
-@pytest.fixture(scope="module")
-def s3():
-    server = EmbeddedS3(bucket=BUCKET).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

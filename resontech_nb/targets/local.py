@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import psutil
 
 from ..errors import JobNotFoundError, SubmitError
 from ..job import ABORTED, FAILED, FINISHED, RUNNING, Job, JobState, jobs_home
+from ..processes import processes_using, stop_process_group, terminate
 from ..records import RoundRecord, parse_lines
 from .base import BuiltJob, Target
 
@@ -167,8 +167,8 @@ class LocalJob(Job):
     def _abort(self) -> None:
         state = _read_state(self.state_dir)
         stop_process_group(state["pid"], state.get("create_time"))
-        for proc in _processes_using(self.workspace):
-            _terminate(proc)
+        for proc in processes_using(self.workspace):
+            terminate(proc)
         child = _CHILDREN.pop(self.id, None)
         if child is not None:
             child.wait(timeout=10)
@@ -222,50 +222,3 @@ def _process_alive(job_id: str, state: dict[str, Any]) -> bool:
         return proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-
-
-def stop_process_group(pid: int, create_time: float | None = None, grace: float = 10.0) -> None:
-    """SIGTERM the process group led by ``pid``, then SIGKILL what is left after ``grace`` seconds."""
-    try:
-        leader = psutil.Process(pid)
-        if create_time and abs(leader.create_time() - create_time) > 1:
-            return
-        members = [leader, *leader.children(recursive=True)]
-    except psutil.Error:
-        members = []
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        pass
-    _, alive = psutil.wait_procs(members, timeout=grace)
-    for proc in alive:
-        _terminate(proc, grace=2.0)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _processes_using(path: Path) -> list[psutil.Process]:
-    needle = str(path)
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(needle in part for part in proc.info["cmdline"] or []):
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
-
-
-def _terminate(proc: psutil.Process, grace: float = 5.0) -> None:
-    try:
-        proc.terminate()
-        proc.wait(timeout=grace)
-    except psutil.TimeoutExpired:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    except psutil.Error:
-        pass

@@ -1,0 +1,61 @@
+"""Finding and stopping the processes a job or deployment started (simulator, POC server and clients)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import psutil
+
+
+def processes_using(path: str | Path) -> list[psutil.Process]:
+    """Every process whose command line mentions ``path`` (a job's workspace, a POC workspace)."""
+    needle = str(path)
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(needle in part for part in proc.info["cmdline"] or []):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def terminate(proc: psutil.Process, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; a process already gone is fine."""
+    try:
+        proc.terminate()
+        proc.wait(timeout=grace)
+    except psutil.TimeoutExpired:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    except psutil.Error:
+        pass
+
+
+def stop_process_group(pid: int, create_time: float | None = None, grace: float = 10.0) -> None:
+    """SIGTERM the process group led by ``pid``, then SIGKILL what is left after ``grace`` seconds.
+
+    ``create_time`` guards against a pid that was reused by an unrelated process.
+    """
+    try:
+        leader = psutil.Process(pid)
+        if create_time and abs(leader.create_time() - create_time) > 1:
+            return
+        members = [leader, *leader.children(recursive=True)]
+    except psutil.Error:
+        members = []
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
+    _, alive = psutil.wait_procs(members, timeout=grace)
+    for proc in alive:
+        terminate(proc, grace=2.0)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
