@@ -43,3 +43,8 @@ def slow_train(payload):
     time.sleep(2)
     weights = {name: t + 1.0 for name, t in payload["initial_weights"].items()}
     return {"weights": weights, "samples": 1, "metrics": {"loss": 1.0}}
+
+
+def zero_samples_train(payload):
+    """Breaks the training contract: FedAvg cannot weigh a site that trained on nothing."""
+    return {"weights": payload["initial_weights"], "samples": 0}

@@ -82,3 +82,17 @@ def test_attach_from_another_process_sees_the_same_rounds(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, job.id], capture_output=True, text=True, check=True).stdout
     expected = [(r.round, round(r.global_loss, 6), r.participants) for r in job.rounds]
     assert out.strip() == f"FINISHED {expected}"
+
+
+def test_a_training_function_that_breaks_the_contract_fails_the_job_with_the_fix(tmp_path):
+    shards = make_synthetic_shards(tmp_path / "shards", n_clients=2, img_size=16, seed=6)
+    job = submit(
+        capture(fl_models.DeltaNet, fl_models.zero_samples_train),
+        shards,
+        training=TrainingConfig(img_size=16),
+        federation=FederationConfig(num_rounds=2, min_clients=2, wait_time_after_min_received=0, job_name="broken"),
+    )
+    assert job.wait(timeout=300) == "FAILED"
+    assert "failed round 0" in job.error
+    assert "samples=0" in job.error and "return the real number of training samples" in job.error
+    assert processes_using(job.workspace) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from .base import BuiltJob, Target
 log = logging.getLogger(__name__)
 
 ROUNDS_FILE = "rounds.jsonl"
+SITE_FAILURE = re.compile(r"round (?P<round>\d+) failed on (?P<site>[\w.-]+): (?P<message>.*)")
 MODEL_FILE = "global_model.pt"
 _CHILDREN: dict[str, subprocess.Popen] = {}  # reaped by this process when it started them
 
@@ -184,10 +186,19 @@ class LocalJob(Job):
         return None
 
     def _error_from_log(self) -> str | None:
+        """The most useful line of the simulator's log: a site's own failure first, else the last error."""
         try:
             lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:
             return None
+        for line in lines:
+            match = SITE_FAILURE.search(line)
+            if match:
+                return f"{match['site']} failed round {match['round']}: {match['message'].strip()}"[:500]
+        for line in reversed(lines):
+            if " ERROR " in line or line.startswith(("Error", "Traceback")) or "Exception" in line:
+                return line.strip()[-500:]
+        return None
         for line in reversed(lines):
             if " ERROR " in line or line.startswith(("Error", "Traceback")) or "Exception" in line:
                 return line.strip()[-500:]
