@@ -54,6 +54,15 @@ def s3(request):
     server.stop()
 
 
+@pytest.fixture
+def kernel_name(tmp_path, monkeypatch) -> str:
+    """A kernelspec for this interpreter, found through JUPYTER_PATH (for nbclient)."""
+    from kernels import write_kernelspec
+
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    return write_kernelspec(tmp_path / "jupyter", "rtnb-test")
+
+
 @pytest.fixture(scope="session")
 def ipython_shell():
     """One in-process IPython shell for the session (history in memory; process hooks left as they were)."""

@@ -288,19 +288,6 @@ NOTEBOOK_CELL = textwrap.dedent(
 )
 
 
-@pytest.fixture
-def kernel_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A kernelspec running this interpreter, so the kernel sees the same packages as the tests."""
-    spec_dir = tmp_path / "jupyter" / "kernels" / "rtnb-test"
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "resontech_nb tests",
-        "language": "python",
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    return "rtnb-test"
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from kernels import write_kernelspec
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -122,14 +123,7 @@ def lab(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     root = tmp_path / "root"
     root.mkdir()
     jupyter = tmp_path / "jupyter"
-    spec_dir = jupyter / "data" / "kernels" / KERNEL
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "resontech_nb browser test",
-        "language": "python",
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    write_kernelspec(jupyter / "data", KERNEL)
     settings = jupyter / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))  # no news toast

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import nbformat
 import pytest
+from kernels import write_kernelspec
 from nbclient import NotebookClient
 
 pytestmark = pytest.mark.slow
@@ -46,14 +46,7 @@ CELLS = [
 @pytest.fixture
 def kernel_env(clean_env, tmp_path):
     """A kernelspec running this interpreter, found through JUPYTER_PATH; secrets only in the environment."""
-    spec_dir = tmp_path / "jupyter" / "kernels" / KERNEL
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "resontech_nb test",
-        "language": "python",
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    write_kernelspec(tmp_path / "jupyter", KERNEL)
     clean_env.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     clean_env.setenv("RESONTECH_PASSWORD", ENV_SECRET)
     clean_env.setenv("RT_TEST_GETPASS", LOGIN_SECRET)

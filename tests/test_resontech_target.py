@@ -7,7 +7,6 @@ equal the local target's for a deterministic model, and a re-submit sends no sha
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import fl_models
@@ -137,17 +136,11 @@ def fl_train_model(payload):
 
 
 @pytest.fixture
-def kernel_name(tmp_path, monkeypatch) -> str:
-    """A kernelspec running this interpreter, so the kernel sees the same packages as the tests."""
-    spec_dir = tmp_path / "jupyter" / "kernels" / "rtnb-remote"
-    spec_dir.mkdir(parents=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "language": "python"}
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+def repo_on_path(monkeypatch) -> None:
     monkeypatch.setenv("PYTHONPATH", str(REPO))
-    return "rtnb-remote"
 
 
+@pytest.mark.usefixtures("repo_on_path")
 def test_fl_submit_target_resontech_in_a_notebook(platform, s3, shards, tmp_path, kernel_name, monkeypatch):
     monkeypatch.setenv("RESONTECH_PASSWORD", PASSWORD)  # what %fl_login would ask for; never in the notebook
     shard_dir = Path(shards[0]).parent
