@@ -66,7 +66,14 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         endpoint, bucket = args.s3_endpoint or "", args.bucket
     server = PlatformServer(
-        args.data, host=args.host, port=args.port, s3_endpoint=endpoint, bucket=bucket, s3_region=args.s3_region
+        args.data,
+        host=args.host,
+        port=args.port,
+        s3_endpoint=endpoint,
+        bucket=bucket,
+        s3_region=args.s3_region,
+        nvflare_startup_kit=args.nvflare_startup_kit,
+        nvflare_username=args.nvflare_username,
     )
     for email, env_name in args.add_user:
         try:
@@ -125,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--s3-port", type=int, default=0, help="port of the embedded S3 (default: a free one)")
     serve.add_argument("--bucket", default="", help="bucket the job files are read from")
     serve.add_argument("--s3-region", default="us-east-1")
+    serve.add_argument(
+        "--nvflare-startup-kit",
+        default="",
+        help="run jobs on this NVFlare deployment (an admin startup kit folder) instead of the simulator",
+    )
+    serve.add_argument("--nvflare-username", default="admin@nvidia.com", help="admin user of that startup kit")
     serve.add_argument(
         "--add-user",
         action="append",

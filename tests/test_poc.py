@@ -20,10 +20,12 @@ import pytest
 import torch
 
 from resontech_nb.api import build_job
+from resontech_nb.api import submit as api_submit
 from resontech_nb.capture import capture
 from resontech_nb.config import FederationConfig, ResonTechConfig, TrainingConfig
 from resontech_nb.datasets import make_synthetic_shards
 from resontech_nb.errors import ConfigError, JobNotFoundError, SubmitError
+from resontech_nb.platform import PlatformServer
 from resontech_nb.poc import PocDeployment, PocError
 from resontech_nb.processes import processes_using
 from resontech_nb.shards import validate_shards
@@ -161,6 +163,51 @@ def test_abort_ends_a_running_job(poc, target, shards, tmp_path):
         time.sleep(0.5)
     assert processes_using(job.id) == []
     poc.wait_until_ready(timeout=30)  # the deployment itself is still up
+
+
+BUCKET = "poc-platform"
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("aws_env")
+def test_the_platform_server_can_run_its_jobs_on_the_deployment(poc, finished_jobs, shards, s3, tmp_path):
+    """PRODUCT part 7: platform jobs run on the simulator by default, or on an NVFlare deployment."""
+    _, in_simulator = finished_jobs
+    server = PlatformServer(
+        tmp_path / "platform",
+        s3_endpoint=s3.endpoint_url,
+        bucket=BUCKET,
+        nvflare_startup_kit=str(poc.admin_startup_kit),
+    ).start()
+    try:
+        server.add_user("ops@example.com", "ops-Secret-9")
+        config = ResonTechConfig(
+            base_url=server.url,
+            email="ops@example.com",
+            password="ops-Secret-9",
+            s3_bucket=BUCKET,
+            s3_endpoint_url=s3.endpoint_url,
+        )
+        federation = FederationConfig(num_rounds=3, min_clients=2, wait_time_after_min_received=0, job_name="viapoc")
+        job = api_submit(
+            capture(fl_models.DeltaNet, fl_models.delta_train),
+            shards,
+            TRAINING,
+            federation,
+            target="resontech",
+            config=config,
+        )
+        assert job.wait(timeout=240) == "FINISHED", job.error
+        row = server.store.job(job.id)
+        assert row.local_id and row.local_id != job.id  # the deployment's own job id
+        assert not (server.data_dir / "nvflare").exists()  # nothing ran in the simulator
+        expected = in_simulator.result()
+        for name, value in job.result().items():
+            assert torch.equal(value, expected[name]), name
+        assert [r.global_loss for r in job.rounds] == [r.global_loss for r in in_simulator.rounds]
+    finally:
+        server.runner.join(timeout=30)
+        server.stop()
 
 
 @pytest.mark.slow

@@ -1,8 +1,10 @@
-"""Runs platform jobs: fetch the job ZIP and shards from S3, then hand the job to the local target.
+"""Runs platform jobs: fetch the job ZIP and shards from S3, then hand the job to NVFlare.
 
-A job's files go to ``<data>/jobs/<id>/`` (``job.zip``, ``job/``, ``shards/``). The NVFlare run
-itself is a ``LocalTarget`` job under ``<data>/nvflare`` with the same id; its simulator runs in a
+A job's files go to ``<data>/jobs/<id>/`` (``job.zip``, ``job/``, ``shards/``). By default the NVFlare
+run is a ``LocalTarget`` job under ``<data>/nvflare`` with the same id; its simulator runs in a
 detached process, so it keeps going while the server restarts, and ``attach`` finds it again.
+With ``nvflare_startup_kit`` set, jobs go to that NVFlare deployment instead (the ``nvflare`` target),
+and the platform job remembers the deployment's job id.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class JobRunner:
         self.store = store
         self.data_dir = Path(data_dir)
         self.s3 = s3
+        self.on_deployment = bool(s3.nvflare_startup_kit)
+        self._deployment: Any = None
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
         self._launch_lock = threading.Lock()
@@ -40,6 +44,16 @@ class JobRunner:
         return self.data_dir / "nvflare"
 
     def _target(self) -> Any:
+        if self.on_deployment:
+            if self._deployment is None:
+                from ..targets.nvflare import NVFlareTarget
+
+                self._deployment = NVFlareTarget(
+                    ResonTechConfig(
+                        nvflare_startup_kit=self.s3.nvflare_startup_kit, nvflare_username=self.s3.nvflare_username
+                    )
+                )
+            return self._deployment
         from ..targets.local import LocalTarget
 
         return LocalTarget(ResonTechConfig(), home=self.nvflare_home)
@@ -74,6 +88,11 @@ class JobRunner:
             with self._launch_lock:  # an abort either comes before the launch or sees the local job
                 current = self.store.job(job_id)
                 if current is None or current.status != SUBMITTED:  # aborted while downloading
+                    return
+                if self.on_deployment:
+                    launched = self._target().submit(built)
+                    self.store.update_job(job.id, local_id=launched.id)
+                    log.info("job %s of %s submitted to NVFlare as %s", job.id, job.owner, launched.id)
                     return
                 existing = self.nvflare_home / "jobs" / job.id
                 if (existing / "state.json").is_file():  # launched just before a restart: adopt it
@@ -149,7 +168,14 @@ class JobRunner:
         local = self.local_job(job)
         if local is None:
             return None
-        return local.model_path
+        if not self.on_deployment:
+            return local.model_path
+        path = self.data_dir / "jobs" / job.id / "result.pt"
+        if not path.is_file():  # fetched once from the deployment, then served from here
+            import torch
+
+            torch.save(local.result(), path)
+        return path
 
     def abort(self, job: JobRow) -> JobRow:
         with self._launch_lock:

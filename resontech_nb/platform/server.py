@@ -30,12 +30,21 @@ class PlatformServer:
         s3_endpoint: str = "",
         bucket: str = "",
         s3_region: str = "us-east-1",
+        nvflare_startup_kit: str = "",
+        nvflare_username: str = "admin@nvidia.com",
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.host = host
         self.port = port
-        self.s3 = ResonTechConfig(s3_bucket=bucket, s3_endpoint_url=s3_endpoint, s3_region=s3_region)
+        # Where jobs run: the NVFlare simulator, or the deployment whose admin startup kit is given.
+        self.s3 = ResonTechConfig(
+            s3_bucket=bucket,
+            s3_endpoint_url=s3_endpoint,
+            s3_region=s3_region,
+            nvflare_startup_kit=nvflare_startup_kit,
+            nvflare_username=nvflare_username,
+        )
         self.store = Store(self.data_dir / "platform.sqlite3")
         self.runner = JobRunner(self.store, self.data_dir, self.s3)
         self.app = create_app(self.store, self.runner)
