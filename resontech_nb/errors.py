@@ -52,3 +52,15 @@ class PlatformError(ResonTechError):
 
 class StorageError(ResonTechError):
     """An S3 operation failed (missing bucket, wrong keys, checksum mismatch)."""
+
+
+class NVFlareError(ResonTechError):
+    """The NVFlare server answered a command with an error."""
+
+
+class DeploymentUnreachableError(NVFlareError, ConnectionError):
+    """The NVFlare server does not answer on the address in the startup kit."""
+
+
+class PocError(ResonTechError):
+    """The POC deployment could not be prepared, started or stopped."""

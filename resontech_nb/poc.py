@@ -36,7 +36,7 @@ from typing import Any
 
 import psutil
 
-from .errors import ResonTechError
+from .errors import PocError
 from .processes import processes_using
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,6 @@ PROJECT_NAME = "example_project"
 SERVER_NAME = "server"
 DEFAULT_ADMIN = "admin@nvidia.com"
 _CLI_TIMEOUT = 120.0
-
-
-class PocError(ResonTechError):
-    """The POC deployment could not be prepared, started or stopped."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:

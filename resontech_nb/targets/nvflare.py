@@ -36,7 +36,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import AuthError, ConfigError, JobNotFoundError, ResonTechError, SubmitError
+from ..errors import (
+    AuthError,
+    ConfigError,
+    DeploymentUnreachableError,
+    JobNotFoundError,
+    NVFlareError,
+    ResonTechError,
+    SubmitError,
+)
 from ..job import ABORTED, FAILED, FINAL_STATES, FINISHED, RUNNING, SUBMITTED, Job, JobState, jobs_home
 from ..records import RoundRecord, parse_lines
 from .base import BuiltJob, Target
@@ -72,14 +80,6 @@ def map_status(nvflare_status: str | None) -> JobState:
     if status.startswith("FINISHED") or status in ("FAILED", "ABANDONED", "FINISHED_EXCEPTION"):
         return JobState(FAILED, f"NVFlare ended the job with status {status}")
     return JobState(RUNNING if status else SUBMITTED)
-
-
-class NVFlareError(ResonTechError):
-    """The NVFlare server answered a command with an error."""
-
-
-class DeploymentUnreachableError(NVFlareError, ConnectionError):
-    """The NVFlare server does not answer on the address in the startup kit."""
 
 
 def _unreachable_message(kit: Path) -> str:
