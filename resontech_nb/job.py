@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import JobFailedError
-from .records import RoundRecord
+from .records import RoundRecord, history_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -101,6 +101,10 @@ class Job(ABC):
     def rounds(self) -> list[RoundRecord]:
         self.refresh()
         return list(self._rounds)
+
+    def history(self) -> list[dict[str, Any]]:
+        """One row per round x client with every metric; ``pandas.DataFrame(job.history())`` takes it as is."""
+        return history_rows(self.rounds)
 
     def wait(self, timeout: float | None = None) -> str:
         """Block until the job ends; return its final status. Raises TimeoutError."""
