@@ -59,7 +59,8 @@ class Job(ABC):
         self.submitted_at = time.time()
         self._state = JobState(SUBMITTED)
         self._rounds: list[RoundRecord] = []
-        self._result: dict[str, Any] | None = None
+        self._results: dict[str, dict[str, Any]] = {}
+        self._evaluation: dict[str, Any] = {}
 
     # -- what a target implements -------------------------------------------------
     @abstractmethod
@@ -71,8 +72,15 @@ class Job(ABC):
         """All round records so far."""
 
     @abstractmethod
-    def _fetch_result(self) -> dict[str, Any]:
-        """The final global state_dict (only called once FINISHED)."""
+    def _fetch_result(self, which: str = "final") -> dict[str, Any]:
+        """The global state_dict, ``which`` is "final" or "best" (only called once FINISHED)."""
+
+    def _fetch_evaluation(self) -> dict[str, Any]:
+        """What the server knows beyond the rounds: ``{"best_round": int | None, "cross_site": {...}}``.
+
+        A target that can read the server's evaluation file overrides this; empty means nothing is known.
+        """
+        return {}
 
     @abstractmethod
     def _abort(self) -> None:
@@ -83,6 +91,7 @@ class Job(ABC):
         if self._state.status not in FINAL_STATES:
             self._state = self._poll()
             self._rounds = self._fetch_rounds()
+            self._evaluation = self._fetch_evaluation() or self._evaluation
         return self._state
 
     @property
@@ -115,15 +124,33 @@ class Job(ABC):
             time.sleep(self.poll_interval)
         return self._state.status
 
-    def result(self, timeout: float | None = None) -> dict[str, torch.Tensor]:
-        """The final global model's ``state_dict``; waits for the job to end."""
+    @property
+    def best_round(self) -> int | None:
+        """The round whose global model scored best on ``FederationConfig.select_metric`` (None when off)."""
+        self.refresh()
+        best = self._evaluation.get("best_round")
+        return None if best is None else int(best)
+
+    @property
+    def cross_site(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Cross-site evaluation: ``{model name: {site: metrics}}`` (empty unless ``cross_site_eval`` ran)."""
+        self.refresh()
+        return dict(self._evaluation.get("cross_site") or {})
+
+    def result(self, which: str = "final", timeout: float | None = None) -> dict[str, torch.Tensor]:
+        """The global model's ``state_dict``: ``which="final"`` (default) or ``"best"`` by ``select_metric``.
+
+        Waits for the job to end.
+        """
+        if which not in ("final", "best"):
+            raise ValueError(f"which must be 'final' or 'best', got {which!r}")
         status = self.wait(timeout)
         if status != FINISHED:
             detail = f": {self._state.error}" if self._state.error else ""
             raise JobFailedError(f"job {self.id} ended {status} and has no result{detail}")
-        if self._result is None:
-            self._result = self._fetch_result()
-        return self._result
+        if which not in self._results:
+            self._results[which] = self._fetch_result(which)
+        return self._results[which]
 
     def abort(self) -> None:
         """Stop the job; a job that already ended is left as it is."""

@@ -66,7 +66,7 @@ class FeedJob(Job):
     def _fetch_rounds(self) -> list[RoundRecord]:
         return ROUNDS[: self._visible]
 
-    def _fetch_result(self) -> dict:
+    def _fetch_result(self, which="final") -> dict:
         return {}
 
     def _abort(self) -> None:
@@ -277,7 +277,7 @@ NOTEBOOK_CELL = textwrap.dedent(
         def _fetch_rounds(self):
             return [RoundRecord.from_dict(r) for r in self.rounds_data[: self.step]]
 
-        def _fetch_result(self):
+        def _fetch_result(self, which="final"):
             return {}
 
         def _abort(self):

@@ -71,7 +71,7 @@ NOTEBOOK_SOURCE = textwrap.dedent(
         def _fetch_rounds(self):
             return [RoundRecord.from_dict(r) for r in self.recorded[: self.step]]
 
-        def _fetch_result(self):
+        def _fetch_result(self, which="final"):
             return {}
 
         def _abort(self):

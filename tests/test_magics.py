@@ -274,7 +274,7 @@ class ScriptedJob(Job):
     def _fetch_rounds(self) -> list[RoundRecord]:
         return [RoundRecord(0, 3, 0.5, {"site-1": ClientRound("ok", 0.5, 10)}, 0.0, 1.0)]
 
-    def _fetch_result(self) -> dict:
+    def _fetch_result(self, which="final") -> dict:
         return {}
 
     def _abort(self) -> None:

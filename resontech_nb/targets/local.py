@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 ROUNDS_FILE = "rounds.jsonl"
 SITE_FAILURE = re.compile(r"round (?P<round>\d+) failed on (?P<site>[\w.-]+): (?P<message>.*)")
-MODEL_FILE = "global_model.pt"
+MODEL_FILES = {"final": "global_model.pt", "best": "best_model.pt"}
 _CHILDREN: dict[str, subprocess.Popen] = {}  # reaped by this process when it started them
 
 
@@ -131,7 +131,7 @@ class LocalJob(Job):
     @property
     def model_path(self) -> Path | None:
         """The global model file the server saved, once it exists."""
-        return self._find("models/" + MODEL_FILE)
+        return self._find("models/" + MODEL_FILES["final"])
 
     def _poll(self) -> JobState:
         state = _read_state(self.state_dir)
@@ -158,10 +158,14 @@ class LocalJob(Job):
         except OSError:
             return []
 
-    def _fetch_result(self) -> dict[str, Any]:
+    def _fetch_result(self, which: str = "final") -> dict[str, Any]:
         import torch
 
-        path = self.model_path
+        path = self._find("models/" + MODEL_FILES[which])
+        if path is None and which == "best":
+            raise JobNotFoundError(
+                f"job {self.id} kept no best model: set FederationConfig.select_metric to a validation metric"
+            )
         if path is None:
             raise JobNotFoundError(f"job {self.id} finished but its global model is missing under {self.workspace}")
         return torch.load(path, map_location="cpu", weights_only=True)

@@ -344,7 +344,7 @@ class NVFlareJob(Job):
         self._learn_from(records)
         return records
 
-    def _fetch_result(self) -> dict[str, Any]:
+    def _fetch_result(self, which: str = "final") -> dict[str, Any]:
         import torch
 
         self._download()

@@ -114,7 +114,7 @@ class ResonTechJob(Job):
     def _fetch_rounds(self) -> list[RoundRecord]:
         return self.client.rounds(self.id)
 
-    def _fetch_result(self) -> dict[str, Any]:
+    def _fetch_result(self, which: str = "final") -> dict[str, Any]:
         import torch
 
         return torch.load(io.BytesIO(self.client.result(self.id)), map_location="cpu", weights_only=True)
