@@ -31,7 +31,8 @@ from .errors import CaptureError, PreflightError
 log = logging.getLogger(__name__)
 
 TRAIN_FN_NAME = "fl_train_model"
-DEFAULT_TRAIN_IMPORT = "from rt_default_train import default_train_model"
+EVAL_FN_NAME = "fl_evaluate_model"
+DEFAULT_TRAIN_IMPORT = "from rt_default_train import default_evaluate_model, default_train_model"
 # Names IPython adds to builtins while it runs; they do not exist on an FL site.
 _IPYTHON_BUILTINS = frozenset({"display", "get_ipython", "__IPYTHON__"})
 _NOTEBOOK_MODULES = frozenset({"__main__", "builtins"})
@@ -43,7 +44,9 @@ def default_train_block(class_name: str) -> str:
     return (
         f"{DEFAULT_TRAIN_IMPORT}\n\n\n"
         f"def {TRAIN_FN_NAME}(payload):\n"
-        f"    return default_train_model({class_name}, payload)\n"
+        f"    return default_train_model({class_name}, payload)\n\n\n"
+        f"def {EVAL_FN_NAME}(payload):\n"
+        f"    return default_evaluate_model({class_name}, payload)\n"
     )
 
 
