@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import ast
+import difflib
 import functools
 import getpass
 import logging
@@ -337,7 +338,7 @@ class FLMagics(Magics, Configurable):
     @_usage_errors
     def fl_submit(self, line: str) -> None:
         """Build the NVFlare job from ``fl_model`` and the shards, submit it and show the dashboard."""
-        args = parse_argstring(self.fl_submit, line)
+        args = _parse_line(self.fl_submit, line)
         spec = self.shell.user_ns.get(MODEL_VAR)
         if not isinstance(spec, ModelSpec):
             raise UsageError(f"no captured model: run a %%fl_model cell first (it binds {MODEL_VAR})")
@@ -373,7 +374,7 @@ class FLMagics(Magics, Configurable):
     @_usage_errors
     def fl_status(self, line: str) -> None:
         """Print one line on the job: status, round k of N, latest global loss."""
-        args = parse_argstring(self.fl_status, line)
+        args = _parse_line(self.fl_status, line)
         print(self._job(args.job).summary())
 
     @line_magic
@@ -383,7 +384,7 @@ class FLMagics(Magics, Configurable):
     @_usage_errors
     def fl_dashboard(self, line: str) -> None:
         """Show the live dashboard of a job (also one submitted before a kernel restart)."""
-        args = parse_argstring(self.fl_dashboard, line)
+        args = _parse_line(self.fl_dashboard, line)
         self._job(args.job).dashboard(wait=args.wait)
 
     @line_magic
@@ -392,7 +393,7 @@ class FLMagics(Magics, Configurable):
     @_usage_errors
     def fl_abort(self, line: str) -> None:
         """Stop a running job and everything it started."""
-        args = parse_argstring(self.fl_abort, line)
+        args = _parse_line(self.fl_abort, line)
         job = self._job(args.job)
         job.abort()
         print(job.summary())
@@ -444,6 +445,20 @@ def _defined_names(tree: ast.Module) -> set[str]:
         elif isinstance(node, ast.Assign):
             names.update(t.id for t in node.targets if isinstance(t, ast.Name))
     return names
+
+
+def _parse_line(magic: Callable[..., Any], line: str) -> Any:
+    """``parse_argstring``, with argparse's complaint turned into one that names the fix."""
+    try:
+        return parse_argstring(magic, line)
+    except UsageError as exc:
+        message = str(exc)
+        name = magic.__name__
+        unknown = message.partition("unrecognized arguments:")[2].split()
+        flags = [f for f in magic.parser._option_string_actions if f.startswith("--")]
+        close = [m for flag in unknown if flag.startswith("-") for m in difflib.get_close_matches(flag, flags, 1)]
+        hint = f" (did you mean {' '.join(close)}?)" if close else ""
+        raise UsageError(f"%{name}: {message}{hint}; %{name}? lists its flags") from None
 
 
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
