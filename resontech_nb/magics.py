@@ -12,6 +12,7 @@ import difflib
 import functools
 import getpass
 import logging
+import os
 import shlex
 import warnings
 from collections.abc import Callable
@@ -345,7 +346,9 @@ class FLMagics(Magics, Configurable):
         if not args.shards:
             raise UsageError("give the data with --shards PATH (a folder of shard ZIPs or one ZIP)")
         if not args.as_var.isidentifier():
-            raise UsageError(f"--as {args.as_var!r} is not a valid variable name")
+            raise UsageError(
+                f"--as {args.as_var!r} is not a valid variable name: use letters, digits and _, e.g. --as job1"
+            )
         changes: dict[str, dict[str, Any]] = {"training": {}, "federation": {}}
         for flag, (section, name) in SUBMIT_FLAGS.items():
             value = getattr(args, flag)
@@ -448,12 +451,19 @@ def _defined_names(tree: ast.Module) -> set[str]:
 
 
 def _parse_line(magic: Callable[..., Any], line: str) -> Any:
-    """``parse_argstring``, with argparse's complaint turned into one that names the fix."""
-    try:
+    """``parse_argstring`` with shell quoting (``--shards "my data/shards"``, ``--job-name='a'``), and
+    argparse's complaint turned into one that names the fix."""
+    name = magic.__name__
+    if os.name != "posix":  # backslashes in Windows paths: IPython's own splitting
         return parse_argstring(magic, line)
+    try:
+        argv = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"%{name}: cannot split the line ({exc}): close the quote") from None
+    try:
+        return magic.parser.parse_args(argv)
     except UsageError as exc:
         message = str(exc)
-        name = magic.__name__
         unknown = message.partition("unrecognized arguments:")[2].split()
         flags = [f for f in magic.parser._option_string_actions if f.startswith("--")]
         close = [m for flag in unknown if flag.startswith("-") for m in difflib.get_close_matches(flag, flags, 1)]
