@@ -173,7 +173,7 @@ def check_images(shard: Path, samples: Sequence[rt_manifest.Sample], manifest_fi
     Only the headers are parsed (``Image.open``) and the file's structure checked (``verify``: chunk
     checksums, no pixel decoding), so a text file named ``.png`` or a truncated PNG fails here, not on a site.
     """
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     with zipfile.ZipFile(shard) as archive:
         for sample in samples:
@@ -183,12 +183,16 @@ def check_images(shard: Path, samples: Sequence[rt_manifest.Sample], manifest_fi
             try:
                 with archive.open(name) as stream, Image.open(stream) as image:
                     image.verify()
+            except UnidentifiedImageError:
+                reason = "no image format Pillow knows starts this way"
             except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds for a bad file
                 reason = str(exc).split("\n", 1)[0] or type(exc).__name__
-                raise ManifestError(
-                    f"line {sample.line} of {manifest_file} in {shard.name}: {sample.uri} is not a readable image "
-                    f"({reason}): replace it with a PNG or JPEG file, or drop the line"
-                ) from None
+            else:
+                continue
+            raise ManifestError(
+                f"line {sample.line} of {manifest_file} in {shard.name}: {sample.uri} is not a readable image "
+                f"({reason}): replace it with a PNG or JPEG file, or drop the line"
+            )
 
 
 # -- building shards ----------------------------------------------------------------------------
