@@ -225,6 +225,16 @@ MAGIC_ROWS = [
     Row("extracted shard folder", "%fl_submit --shards {extracted}", "zip it"),
     # %fl_submit's own line
     Row("no --shards", "%fl_submit --rounds 2", "give the data with --shards"),
+    Row(
+        "unbalanced quote",
+        '%fl_submit --shards "{good}',
+        "cannot split the line (No closing quotation): close the quote",
+    ),
+    Row(
+        "quoted path with spaces",
+        '%fl_submit --shards "{good}/no such dir/site-1.zip"',
+        "no such dir/site-1.zip does not exist: check the path",
+    ),
     Row("--shards without a path", "%fl_submit --shards", "expected one argument; %fl_submit? lists"),
     Row("no captured model", SUBMIT, "run a %%fl_model cell first", model=False),
     Row("zero rounds", SUBMIT + " --rounds 0", "num_rounds must be >= 1"),
@@ -241,7 +251,7 @@ MAGIC_ROWS = [
     Row("tiny img-size", SUBMIT + " --img-size 2", "img_size must be between 4 and 4096"),
     Row("negative num-classes", SUBMIT + " --num-classes -1", "num_classes must be >= 0"),
     Row("unknown target", SUBMIT + " --target cloud", "use one of: local, nvflare, resontech"),
-    Row("job name with bad characters", SUBMIT + " --job-name 'my job/1'", "must be 1-64 letters"),
+    Row("job name with bad characters", SUBMIT + " --job-name 'my job/1'", "job_name 'my job/1' must be 1-64 letters"),
     Row("unknown flag", SUBMIT + " --roundz 3", "--roundz 3 (did you mean --rounds?)"),
     Row("--as not an identifier", SUBMIT + " --as 1job", "is not a valid variable name"),
     Row("--as with a dash", SUBMIT + " --as my-job", "is not a valid variable name"),
