@@ -153,13 +153,14 @@ def _build_dirs() -> set[Path]:
     return set(Path(tempfile.gettempdir()).glob("rt_build_*"))
 
 
-def _s3_state(s3, **keys) -> tuple[set[str], set[str]] | None:
+def _s3_state(s3, **credentials) -> tuple[set[str], set[str]] | None:
+    """Every bucket, and every object key of the test bucket."""
     if s3 is None:
         return None
-    client = s3_client(s3, **keys)
+    client = s3_client(s3, **credentials)
     buckets = {b["Name"] for b in client.list_buckets()["Buckets"]}
-    keys = {o["Key"] for o in client.list_objects_v2(Bucket=s3.bucket).get("Contents", [])}
-    return buckets, keys
+    objects = {o["Key"] for o in client.list_objects_v2(Bucket=s3.bucket).get("Contents", [])}
+    return buckets, objects
 
 
 @contextmanager
