@@ -41,8 +41,10 @@ from resontech_nb.errors import (
     ManifestError,
     PlatformError,
     StorageError,
+    SubmitError,
 )
 from resontech_nb.platform import PlatformServer
+from resontech_nb.poc import PocDeployment
 
 BUCKET = "bad-input"
 EMAIL = "erin@example.com"
@@ -608,3 +610,16 @@ def test_magic_submit_to_a_missing_bucket_or_closed_platform(ip, platform, s3, d
     with nothing_left(s3, platform):
         message = run_usage_error(ip, "%fl_submit --shards {good}".format(**data.paths))
     assert fix in message and PASSWORD not in message
+
+
+# -- the nvflare target: a provisioned deployment that is not running -------------------------------
+
+
+@pytest.mark.slow
+def test_nvflare_target_refuses_a_deployment_that_is_not_running(clean_env, data, tmp_path):
+    deployment = PocDeployment(tmp_path / "workspace", n_clients=2).prepare()  # provisioned, never started
+    config = ResonTechConfig(nvflare_startup_kit=str(deployment.admin_startup_kit))
+    with nothing_left(), pytest.raises(SubmitError) as info:
+        api.submit(data.spec, data.paths["good"], target="nvflare", config=config, federation={"min_clients": 2})
+    assert "is it running? (nvflare poc start)" in one_line(str(info.value))
+    assert not deployment.running
