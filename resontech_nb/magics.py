@@ -8,9 +8,11 @@
 from __future__ import annotations
 
 import ast
+import difflib
 import functools
 import getpass
 import logging
+import os
 import shlex
 import warnings
 from collections.abc import Callable
@@ -337,14 +339,16 @@ class FLMagics(Magics, Configurable):
     @_usage_errors
     def fl_submit(self, line: str) -> None:
         """Build the NVFlare job from ``fl_model`` and the shards, submit it and show the dashboard."""
-        args = parse_argstring(self.fl_submit, line)
+        args = _parse_line(self.fl_submit, line)
         spec = self.shell.user_ns.get(MODEL_VAR)
         if not isinstance(spec, ModelSpec):
             raise UsageError(f"no captured model: run a %%fl_model cell first (it binds {MODEL_VAR})")
         if not args.shards:
             raise UsageError("give the data with --shards PATH (a folder of shard ZIPs or one ZIP)")
         if not args.as_var.isidentifier():
-            raise UsageError(f"--as {args.as_var!r} is not a valid variable name")
+            raise UsageError(
+                f"--as {args.as_var!r} is not a valid variable name: use letters, digits and _, e.g. --as job1"
+            )
         changes: dict[str, dict[str, Any]] = {"training": {}, "federation": {}}
         for flag, (section, name) in SUBMIT_FLAGS.items():
             value = getattr(args, flag)
@@ -373,7 +377,7 @@ class FLMagics(Magics, Configurable):
     @_usage_errors
     def fl_status(self, line: str) -> None:
         """Print one line on the job: status, round k of N, latest global loss."""
-        args = parse_argstring(self.fl_status, line)
+        args = _parse_line(self.fl_status, line)
         print(self._job(args.job).summary())
 
     @line_magic
@@ -383,7 +387,7 @@ class FLMagics(Magics, Configurable):
     @_usage_errors
     def fl_dashboard(self, line: str) -> None:
         """Show the live dashboard of a job (also one submitted before a kernel restart)."""
-        args = parse_argstring(self.fl_dashboard, line)
+        args = _parse_line(self.fl_dashboard, line)
         self._job(args.job).dashboard(wait=args.wait)
 
     @line_magic
@@ -392,7 +396,7 @@ class FLMagics(Magics, Configurable):
     @_usage_errors
     def fl_abort(self, line: str) -> None:
         """Stop a running job and everything it started."""
-        args = parse_argstring(self.fl_abort, line)
+        args = _parse_line(self.fl_abort, line)
         job = self._job(args.job)
         job.abort()
         print(job.summary())
@@ -444,6 +448,27 @@ def _defined_names(tree: ast.Module) -> set[str]:
         elif isinstance(node, ast.Assign):
             names.update(t.id for t in node.targets if isinstance(t, ast.Name))
     return names
+
+
+def _parse_line(magic: Callable[..., Any], line: str) -> Any:
+    """``parse_argstring`` with shell quoting (``--shards "my data/shards"``, ``--job-name='a'``), and
+    argparse's complaint turned into one that names the fix."""
+    name = magic.__name__
+    if os.name != "posix":  # backslashes in Windows paths: IPython's own splitting
+        return parse_argstring(magic, line)
+    try:
+        argv = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"%{name}: cannot split the line ({exc}): close the quote") from None
+    try:
+        return magic.parser.parse_args(argv)
+    except UsageError as exc:
+        message = str(exc)
+        unknown = message.partition("unrecognized arguments:")[2].split()
+        flags = [f for f in magic.parser._option_string_actions if f.startswith("--")]
+        close = [m for flag in unknown if flag.startswith("-") for m in difflib.get_close_matches(flag, flags, 1)]
+        hint = f" (did you mean {' '.join(close)}?)" if close else ""
+        raise UsageError(f"%{name}: {message}{hint}; %{name}? lists its flags") from None
 
 
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
