@@ -33,6 +33,12 @@ API = "/api/v1"
 _EXPIRY_MARGIN_S = 60
 
 
+class _Retry(Retry):
+    """urllib3's retries, except that a 429 (login throttled) is answered at once, never slept through."""
+
+    RETRY_AFTER_STATUS_CODES = frozenset({503})
+
+
 def token_cache_path(base_url: str) -> Path:
     """Where the token for ``base_url`` is cached."""
     host = urlsplit(base_url).netloc or base_url
@@ -59,7 +65,7 @@ class PlatformClient:
         self._token: str | None = None
         self._expires_at = 0.0
         self.session = requests.Session()
-        retry = Retry(
+        retry = _Retry(
             total=retries,
             connect=retries,
             read=retries,

@@ -200,7 +200,7 @@ def create_app(store: Store, runner: JobRunner, throttle: LoginThrottle | None =
     def _only_documented_methods() -> None:
         """HEAD is not part of the API (Flask would answer it for every GET route)."""
         if request.method == "HEAD" and request.url_rule is not None:
-            raise MethodNotAllowed(valid_methods=sorted(request.url_rule.methods or ()))
+            raise MethodNotAllowed(valid_methods=app.url_map.bind_to_environ(request.environ).allowed_methods())
 
     def _user() -> str:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -253,7 +253,7 @@ def create_app(store: Store, runner: JobRunner, throttle: LoginThrottle | None =
     def submit_job() -> Any:
         user = _user()
         spec = _parse(m.JobSpec).model_dump(exclude_unset=True)
-        key = request.headers.get("Idempotency-Key") or None
+        key = request.headers.get("Idempotency-Key")
         if key is not None and not re.fullmatch(m.IDEMPOTENCY_KEY_PATTERN.strip("^$"), key):
             raise ApiError(400, "Idempotency-Key must be 8-200 letters, digits, '_', '.', ':' or '-'")
         job, created = store.create_job(

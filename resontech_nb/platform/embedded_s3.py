@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -27,6 +28,7 @@ from ..errors import StorageError
 log = logging.getLogger(__name__)
 
 CREDENTIALS_FILE = "s3-credentials.json"
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PORT_FLAGS = (
     "master.port",
     "master.port.grpc",
@@ -95,6 +97,8 @@ class EmbeddedS3:
         secret_key: str = "",
         start_timeout: float = 60.0,
     ) -> None:
+        if not _BUCKET.fullmatch(bucket):
+            raise StorageError(f"{bucket!r} is not a valid S3 bucket name: use 3-63 lowercase letters, digits, '-'")
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.bucket = bucket
         self.host = host

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from ..job import ABORTED, FAILED, FINISHED, QUEUED, RUNNING, SUBMITTED
 
@@ -21,6 +21,7 @@ IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{8,200}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 S3Key = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!_.*'()/-]{1,1024}$")]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
 Status = Literal[QUEUED, SUBMITTED, RUNNING, FINISHED, FAILED, ABORTED]  # type: ignore[valid-type]
 
 
@@ -53,6 +54,14 @@ class JobSpec(_Request):
     job_sha256: Sha256 | None = None
     shard_sha256: dict[Name, Sha256] | None = Field(default=None, max_length=256)
     training: dict[str, Any] | None = Field(default=None, description="the TrainingConfig fields, for the record")
+
+    @field_validator("num_rounds", "min_clients", mode="before")
+    @classmethod
+    def _integral(cls, value: Any) -> Any:
+        """JSON Schema's integer includes 5.0; strict pydantic alone would refuse it."""
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
 
 
 class Token(_Response):

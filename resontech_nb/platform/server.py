@@ -110,22 +110,26 @@ class PlatformServer:
             self._close()
 
     def _close(self) -> None:
-        """Stop the scheduler, then waitress: its listening socket, open connections and worker threads."""
-        from waitress import wasyncore
+        """Stop the scheduler, then waitress (its sockets and worker threads).
 
+        When waitress runs in its own thread, the sockets are closed from inside its loop (through
+        its trigger), never under a ``select`` running in that thread.
+        """
         self.runner.stop_scheduler()
-        if self._server is not None:
-            server, self._server = self._server, None
-            server.task_dispatcher.shutdown()
-            server.close()
-            wasyncore.close_all(server._map)  # keep-alive connections would keep its loop running
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.task_dispatcher.shutdown()
+        if self._thread is not None and self._thread.is_alive():
+            server.trigger.pull_trigger(lambda: _close_all(server))
+            self._thread.join(timeout=10)
+        else:
+            _close_all(server)
+        self._thread = None
 
     def stop(self) -> None:
         """Stop serving. Jobs already running on NVFlare keep running (their processes are detached)."""
         self._close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
         self.runner.join(timeout=30)
         self.store.close()
 
@@ -134,3 +138,10 @@ class PlatformServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _close_all(server: object) -> None:
+    """Close waitress's listening socket and every open connection, which ends its loop."""
+    from waitress import wasyncore
+
+    wasyncore.close_all(server._map)  # type: ignore[attr-defined]
