@@ -135,6 +135,7 @@ class EmbeddedS3:
         identity = {"name": "platform", "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
         identity["credentials"] = [{"accessKey": self.access_key, "secretKey": self.secret_key}]
         _write_private(config, {"identities": [identity]})
+        self._stop_orphans(f"-dir={self.data_dir / 'weed'}")
         ports = free_ports(len(_PORT_FLAGS) + 1, self.host)
         if not self.port:
             self.port = ports[-1]
@@ -165,6 +166,20 @@ class EmbeddedS3:
             raise
         log.info("embedded S3 (SeaweedFS) at %s, bucket %s, data in %s", self.endpoint_url, self.bucket, self.data_dir)
         return self
+
+    @staticmethod
+    def _stop_orphans(dir_flag: str) -> None:
+        """A server left running on this data by a platform that was killed (SIGKILL) is stopped first."""
+        from ..processes import processes_using, terminate
+
+        for proc in processes_using(dir_flag):
+            try:
+                cmdline = proc.cmdline()
+            except Exception:  # noqa: BLE001 - it ended meanwhile
+                continue
+            if dir_flag in cmdline and "mini" in cmdline:
+                log.warning("stopping an embedded S3 server left over on the same data (pid %d)", proc.pid)
+                terminate(proc, grace=20.0)
 
     def client(self) -> Any:
         import boto3
