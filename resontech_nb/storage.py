@@ -4,7 +4,7 @@ Every file lands at ``<s3_prefix>/blobs/sha256/<hex digest>``. Before uploading,
 checked with a HEAD request; when the object is there with the same size and sha256, nothing
 is sent. So a re-submit with unchanged shards (and an unchanged model) uploads nothing again.
 
-Works with any S3-compatible endpoint (``s3_endpoint_url``: AWS, MinIO, Ceph, moto). Credentials
+Works with any S3-compatible endpoint (``s3_endpoint_url``: AWS, MinIO, Ceph, SeaweedFS). Credentials
 come from boto3's usual chain (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, profiles, roles).
 """
 

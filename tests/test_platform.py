@@ -1,6 +1,6 @@
 """The reference platform server: login, per-user isolation, idempotent submits, restarts, schema, secrets.
 
-Everything is real: moto's S3 server over HTTP, the platform on a loopback port (in a thread, or
+Everything is real: SeaweedFS's S3 server over HTTP, the platform on a loopback port (in a thread, or
 as a subprocess for the restart test), and NVFlare's simulator running the jobs.
 """
 
