@@ -18,8 +18,8 @@ import requests
 from resontech_nb.config import ResonTechConfig
 from resontech_nb.errors import AuthError
 from resontech_nb.platform import PlatformServer
-from resontech_nb.platform.app import OPERATIONS
 from resontech_nb.platform.models import JobSpec
+from resontech_nb.platform.operations import OPERATIONS
 from resontech_nb.platform.throttle import ThrottleLimits
 from resontech_nb.rest import PlatformClient, token_cache_path
 
