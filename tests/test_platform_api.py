@@ -162,7 +162,7 @@ def test_schemathesis_finds_nothing(s3, tmp_path):
         "--no-color",
     ]
     try:
-        run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        run = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     finally:
         server.stop()
     report = run.stdout + run.stderr
