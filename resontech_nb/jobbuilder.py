@@ -215,12 +215,17 @@ def _server_config(
                 "shareable_generator_id": "shareable_generator",
                 "train_task_name": "train",
                 "train_timeout": federation.train_timeout,
+                "task_check_period": federation.task_check_period,
             },
         }
     ]
     if evaluates:  # the final global model (and with cross_site_eval each site's) is evaluated on every site
         components.append({"id": "model_locator", "path": "rt_locator.RTModelLocator", "args": {}})
-        args: dict[str, Any] = {"model_locator_id": "model_locator", "validation_timeout": federation.train_timeout}
+        args: dict[str, Any] = {
+            "model_locator_id": "model_locator",
+            "validation_timeout": federation.train_timeout,
+            "task_check_period": federation.task_check_period,
+        }
         if federation.cross_site_eval:
             args["submit_model_timeout"] = federation.train_timeout
         workflows.append(
@@ -232,7 +237,10 @@ def _server_config(
         )
     return {
         "format_version": 2,
-        "server": {"heart_beat_timeout": federation.heart_beat_timeout},
+        "server": {
+            "heart_beat_timeout": federation.heart_beat_timeout,
+            "task_request_interval": federation.task_request_interval,
+        },
         "task_data_filters": [],
         # A site's update that does not fit the global model (keys, shapes, NaN) never reaches the aggregator.
         "task_result_filters": [{"tasks": ["train"], "filters": [{"path": "rt_guard.UpdateGuard", "args": {}}]}],

@@ -112,6 +112,8 @@ class FLMagics(Magics, Configurable):
     cross_site_eval = Bool(False, help="Evaluate the final and each site's model on every site's data").tag(
         config=True
     )
+    task_request_interval = Float(0.1, help="Seconds between an idle site's requests for work").tag(config=True)
+    task_check_period = Float(0.05, help="Seconds between the server's checks of a round's tasks").tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         # The session's configs: defaults < config file < RESONTECH_* env; traits (%config) override them.
@@ -171,6 +173,8 @@ class FLMagics(Magics, Configurable):
         "train_timeout",
         "select_metric",
         "cross_site_eval",
+        "task_request_interval",
+        "task_check_period",
     )
     def _validate_config_trait(self, proposal: Any) -> Any:
         """A trait change goes through the config class's validation and updates the session config."""

@@ -28,7 +28,13 @@ def test_defaults_match_the_integration_guide(clean_env):
         "manifest_file": "manifest.ndjson",
     }
     federation = FederationConfig.load()
-    beyond_the_guide = {"train_timeout": 6000, "select_metric": "", "cross_site_eval": False}
+    beyond_the_guide = {
+        "train_timeout": 6000,
+        "select_metric": "",
+        "cross_site_eval": False,
+        "task_request_interval": 0.1,
+        "task_check_period": 0.05,
+    }
     assert federation.to_dict() == beyond_the_guide | {
         "num_rounds": 5,
         "min_clients": 1,
