@@ -17,3 +17,14 @@ class BenchNet(nn.Module):
 def bench_train(payload):
     weights = {k: v + 0.01 for k, v in payload["initial_weights"].items()}
     return {"weights": weights, "samples": 10, "metrics": {"loss": 1.0}}
+
+
+SLEEP_S = 4.0
+
+
+def sleeping_train(payload):
+    """Training that only waits: what the server and clients do meanwhile is polling."""
+    import time
+
+    time.sleep(4.0)
+    return bench_train(payload)

@@ -1,0 +1,132 @@
+"""The per-round floor, the start-up and the idle CPU of our generated job in NVFlare's simulator.
+
+- floor: a 4-parameter model whose training does nothing, 2 sites; per round = (T(hi) - T(lo)) / (hi - lo)
+  over whole simulator runs, which cancels start-up; with our defaults and with NVFlare's own polling
+  defaults (task_request_interval 2 s, task_check_period 0.5 s) for comparison.
+- start-up: from the submit call to the first round record, through the local target (what a user waits).
+- idle CPU: CPU seconds the whole simulator process tree uses per wall second while both sites sleep in
+  training (so what is left is polling).
+
+    .venv/bin/python bench/round_floor.py [--lo 3] [--hi 13] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import bench_models  # noqa: E402
+
+from resontech_nb import (  # noqa: E402
+    FederationConfig,
+    TrainingConfig,
+    build_job,
+    capture,
+    make_synthetic_shards,
+    submit,
+)
+
+NVFLARE_POLLING = {"task_request_interval": 2.0, "task_check_period": 0.5}
+
+
+def simulate(job_dir: Path, workspace: Path) -> float:
+    command = [
+        sys.executable, "-m", "nvflare.private.fed.app.simulator.simulator", str(job_dir),
+        "-w", str(workspace), "-c", "site-1,site-2", "-t", "2",
+    ]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def floor(tmp: Path, shards: list[Path], lo: int, hi: int, **polling: float) -> dict:
+    spec = capture(bench_models.BenchNet, bench_models.bench_train)
+    times = {}
+    for rounds in (lo, hi):
+        federation = FederationConfig(
+            num_rounds=rounds, min_clients=2, wait_time_after_min_received=0, job_name="floor", **polling
+        )
+        job = build_job(spec, shards, TrainingConfig(img_size=16), federation, out=tmp / f"floor-{rounds}-{polling}")
+        times[rounds] = simulate(job, tmp / f"ws-{rounds}-{len(polling)}")
+    return {"total_s": times, "per_round_s": round((times[hi] - times[lo]) / (hi - lo), 3)}
+
+
+def startup(shards: list[Path]) -> dict:
+    spec = capture(bench_models.BenchNet, bench_models.bench_train)
+    federation = FederationConfig(num_rounds=2, min_clients=2, wait_time_after_min_received=0, job_name="start")
+    started = time.perf_counter()
+    job = submit(spec, shards, training=TrainingConfig(img_size=16), federation=federation)
+    while not job.rounds:
+        time.sleep(0.02)
+    first = job.rounds[0]
+    first_round = time.perf_counter() - started
+    job.wait(timeout=300)
+    return {
+        "to_first_round_s": round(first_round, 2),
+        "first_round_s": round(first.duration_s or 0.0, 3),
+        "before_round_1_s": round(first_round - (first.duration_s or 0.0), 2),
+    }
+
+
+def idle_cpu(shards: list[Path], sleep_s: float) -> dict:
+    spec = capture(bench_models.BenchNet, bench_models.sleeping_train)
+    federation = FederationConfig(num_rounds=3, min_clients=2, wait_time_after_min_received=0, job_name="idle")
+    job = submit(spec, shards, training=TrainingConfig(img_size=16), federation=federation)
+    while not job.rounds:  # past start-up
+        time.sleep(0.05)
+    root = psutil.Process(json.loads((job.state_dir / "state.json").read_text())["pid"])
+
+    def cpu() -> float:
+        total = 0.0
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                continue
+        return total
+
+    c0, t0 = cpu(), time.perf_counter()
+    time.sleep(sleep_s * 0.8)  # inside round 2: both sites sleep in fl_train_model
+    c1, t1 = cpu(), time.perf_counter()
+    job.wait(timeout=300)
+    return {"cpu_s_per_wall_s": round((c1 - c0) / (t1 - t0), 3), "window_s": round(t1 - t0, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lo", type=int, default=3)
+    parser.add_argument("--hi", type=int, default=13)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
+    args = parser.parse_args()
+    lo, hi = (1, 2) if args.smoke else (args.lo, args.hi)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        shards = make_synthetic_shards(tmp_path / "shards", n_clients=2, samples_per_client=(8, 8), img_size=16)
+        results = {
+            "floor_ours": floor(tmp_path, shards, lo, hi),
+            "floor_nvflare_polling": floor(tmp_path, shards, lo, hi, **NVFLARE_POLLING),
+            "startup": startup(shards),
+            "idle_cpu": idle_cpu(shards, bench_models.SLEEP_S),
+        }
+    for name, value in results.items():
+        print(f"{name:22s} {value}")
+    if not args.smoke:
+        out = HERE / "results"
+        out.mkdir(exist_ok=True)
+        (out / "round_floor.json").write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
