@@ -1,0 +1,126 @@
+"""The dashboard's pictures: each part on its own reusable figure, and the composed static PNG.
+
+``DashboardPictures`` keeps one chart per part (training metric, validation metric, round
+durations, participation grid, cross-site heatmap). ``update`` redraws only the parts whose data
+changed and returns their PNGs (what the live widget needs); ``compose`` stacks the parts' pixels
+under a header (title, status, warnings, failures) into the one picture the saved notebook keeps,
+without drawing any part again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .canvas import DPI, MUTED, clip, encode_png
+from .charts import DurationChart, MetricChart
+from .matrices import CrossSiteChart, ParticipationChart
+from .series import DEFAULT_METRIC, TRAIN, VALIDATION, metric_names, metric_series
+from .snapshot import DashboardSnapshot, as_snapshot
+from .text import failure_lines, status_line, title_line, warning_lines
+
+PARTS = ("train", "val", "durations", "grid", "cross_site")
+STATUS_COLOURS = {
+    "SUBMITTED": "#6b7280",
+    "QUEUED": "#7c3aed",
+    "RUNNING": "#1d6fd8",
+    "FINISHED": "#2f8a4c",
+    "FAILED": "#c81e36",
+    "ABORTED": "#c46a0b",
+}
+WIDTH_IN = 10.0
+MAX_NOTE_LINES = 6
+
+
+def chosen_metric(snap: DashboardSnapshot, wanted: str | None) -> str:
+    """``wanted`` when the records have it, else ``loss``, else the first metric recorded."""
+    names = metric_names(snap)
+    if wanted and wanted in names:
+        return wanted
+    return DEFAULT_METRIC if DEFAULT_METRIC in names or not names else names[0]
+
+
+class DashboardPictures:
+    """The pictures of one dashboard, redrawn part by part."""
+
+    def __init__(self) -> None:
+        self.train = MetricChart()
+        self.val = MetricChart()
+        self.durations = DurationChart()
+        self.grid = ParticipationChart()
+        self.cross_site = CrossSiteChart()
+        self._pixels: dict[str, np.ndarray | None] = dict.fromkeys(PARTS)
+        self._pngs: dict[str, bytes | None] = dict.fromkeys(PARTS)
+
+    def update(self, snap: DashboardSnapshot, metric: str | None = None) -> dict[str, bytes | None]:
+        """Bring every part up to date with ``snap``; return the PNGs of the parts that changed.
+
+        A part without anything to show (no cross-site evaluation) maps to None.
+        """
+        metric = chosen_metric(snap, metric)
+        drawn = {
+            "train": self.train.pixels(metric_series(snap, metric, TRAIN), snap.total_rounds, snap.best_round),
+            "val": self.val.pixels(metric_series(snap, metric, VALIDATION), snap.total_rounds, snap.best_round),
+            "durations": self.durations.pixels(snap),
+            "grid": self.grid.pixels(snap),
+            "cross_site": self.cross_site.pixels(snap, metric),
+        }
+        changed: dict[str, bytes | None] = {}
+        for part, (pixels, redrawn) in drawn.items():
+            if redrawn or (pixels is None) != (self._pixels[part] is None):
+                self._pixels[part] = pixels
+                self._pngs[part] = changed[part] = None if pixels is None else encode_png(pixels)
+        return changed
+
+    def png(self, part: str) -> bytes | None:
+        return self._pngs[part]
+
+    def compose(self, snap: DashboardSnapshot, metric: str | None = None) -> bytes:
+        """The whole dashboard as one PNG, 1000 px wide: header, metric charts, durations, grid, cross-site."""
+        self.update(snap, metric)
+        rows = [header_pixels(snap), np.hstack([self._pixels["train"], self._pixels["val"]])]
+        rows += [p for p in (self._pixels[part] for part in ("durations", "grid", "cross_site")) if p is not None]
+        width = max(r.shape[1] for r in rows)
+        padded = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+        return encode_png(np.vstack(padded))
+
+
+def header_pixels(snap: DashboardSnapshot) -> np.ndarray:
+    """Title; a coloured status badge with round, elapsed time and loss; the error, warnings and failures."""
+    notes = [(f"error: {snap.error}", "#c81e36")] if snap.error else []
+    notes += [(line, "#b45309") for line in warning_lines(snap)]
+    notes += [(line, "#374151") for line in failure_lines(snap, limit=MAX_NOTE_LINES)]
+    notes = notes[:MAX_NOTE_LINES]
+    height = 1.1 + 0.22 * len(notes)
+    fig = Figure(figsize=(WIDTH_IN, height), dpi=DPI, facecolor="white")  # small and drawn once: not kept
+    canvas = FigureCanvasAgg(fig)
+    x0 = 0.25 / WIDTH_IN
+    fig.text(x0, 1 - 0.3 / height, clip(title_line(snap), 90), fontsize=14, fontweight="bold", color="#111827",
+             va="center")  # fmt: skip
+    colour = STATUS_COLOURS.get(snap.status, MUTED)
+    y = 1 - 0.72 / height
+    badge = fig.text(x0 + 0.05 / WIDTH_IN, y, snap.status, fontsize=10, fontweight="bold", color="white", va="center",
+                     bbox={"boxstyle": "round,pad=0.35", "facecolor": colour, "edgecolor": colour})  # fmt: skip
+    line = status_line(snap)
+    rest = line.split(" \u00b7 ", 1)[1] if " \u00b7 " in line else ""
+    badge_right = badge.get_window_extent(renderer=canvas.get_renderer()).x1 / (WIDTH_IN * DPI)
+    fig.text(badge_right + 0.2 / WIDTH_IN, y, clip(rest, 110), fontsize=10.5, color="#374151", va="center")
+    for i, (note, note_colour) in enumerate(notes):
+        fig.text(x0, 1 - (1.02 + 0.22 * i) / height, clip(note, 150), fontsize=9.5, color=note_colour, va="center")
+    canvas.draw()
+    return np.array(canvas.buffer_rgba())[..., :3]
+
+
+_shared = DashboardPictures()
+_shared_lock = threading.Lock()
+
+
+def render_png(snapshot: DashboardSnapshot | Mapping[str, Any], metric: str | None = None) -> bytes:
+    """The whole dashboard of a snapshot (or its dict form) as one PNG about 1000 px wide."""
+    with _shared_lock:
+        return _shared.compose(as_snapshot(snapshot), metric)
