@@ -91,7 +91,7 @@ def nice_limits(values: Iterable[np.ndarray], *, nbins: int = 5, floor_zero: boo
         pad = abs(lo) * 0.1 or 0.5
         lo, hi = lo - pad, hi + pad
     ticks = MaxNLocator(nbins=nbins).tick_values(lo, hi)
-    return float(max(t for t in ticks if t <= lo)), float(min(t for t in ticks if t >= hi))
+    return float(max((t for t in ticks if t <= lo), default=lo)), float(min((t for t in ticks if t >= hi), default=hi))
 
 
 def style_axes(ax: Any, title: str, total_rounds: int, *, xlabel: bool = True) -> None:
