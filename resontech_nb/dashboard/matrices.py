@@ -7,6 +7,7 @@ numpy on every update, so 50 clients x 100 rounds cost about a millisecond.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +15,7 @@ import matplotlib
 import numpy as np
 from matplotlib.colors import to_rgb
 from matplotlib.patches import Patch
+from PIL import Image
 
 from .canvas import LEGEND, MUTED, BlitFigure, clip, placeholder, style_axes
 from .series import lower_is_better
@@ -34,11 +36,19 @@ def grid_height(n_clients: int) -> float:
 
 
 class ParticipationChart:
-    """Client x round grid: took part / failed / absent / not run yet."""
+    """Client x round grid: took part / failed / absent / not run yet.
+
+    Kept as a palette image: the frame is quantized once per background, the cells are palette
+    indices of their own, so an update is an index fill and a one-byte-a-pixel PNG encode.
+    """
 
     def __init__(self) -> None:
         self._boards: dict[int, BlitFigure] = {}
         self._key: Any = None
+        self._frame_key: Any = None
+        self._frame: np.ndarray | None = None  # palette indices of the drawn frame
+        self._palette: np.ndarray = np.zeros((256, 3), dtype=np.uint8)
+        self._indices: np.ndarray | None = None
         self._pixels: np.ndarray | None = None
 
     def _board(self, n_clients: int) -> BlitFigure:
@@ -58,26 +68,65 @@ class ParticipationChart:
         if key == self._key and self._pixels is not None:
             return self._pixels, False
         board = self._board(len(clients))
-        board.background((tuple(clients), snap.total_rounds), lambda fig, axes: _draw_frame(axes[0], clients, snap))
-        pixels = board.render([])
+        frame_key = (tuple(clients), snap.total_rounds, id(board))
+        if board.background(frame_key[:2], lambda fig, axes: _draw_frame(axes[0], clients, snap)) or (
+            frame_key != self._frame_key
+        ):
+            self._frame, self._palette = _quantized(board.render([]))
+            self._frame_key = frame_key
+        assert self._frame is not None
+        indices = self._frame.copy()
         if clients:
             top, bottom, left, right = board.pixel_box(board.axes[0])
-            pixels[top:bottom, left:right] = paint_cells(codes, bottom - top, right - left)
-        self._pixels, self._key = pixels, key
-        return pixels, True
+            indices[top:bottom, left:right] = cell_indices(codes, bottom - top, right - left)
+        self._indices, self._key = indices, key
+        self._pixels = self._palette[indices]
+        return self._pixels, True
+
+    def png(self) -> bytes:
+        """The current grid as a palette PNG (call after ``pixels``)."""
+        assert self._indices is not None
+        image = Image.fromarray(self._indices, mode="P")
+        image.putpalette(self._palette.tobytes())
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=1)
+        return buffer.getvalue()
 
 
-def paint_cells(codes: np.ndarray, height: int, width: int) -> np.ndarray:
-    """An RGB image ``height`` x ``width`` of the cell ``codes``, white lines between cells big enough for them."""
+CELL_INDEX = 250  # palette slots 250-253: the cell colours; 254: the separator
+_SEPARATOR_INDEX = CELL_INDEX + len(CELL_COLOURS)
+
+
+def _quantized(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices, palette)`` of an RGB frame in at most 250 colours, with the cell colours appended."""
+    image = Image.fromarray(rgb).quantize(CELL_INDEX, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    used = np.asarray(image.getpalette()[: 3 * CELL_INDEX], dtype=np.uint8).reshape(-1, 3)
+    palette[: len(used)] = used
+    palette[CELL_INDEX:_SEPARATOR_INDEX] = _CELL_RGB
+    palette[_SEPARATOR_INDEX] = _SEPARATOR
+    return np.asarray(image, dtype=np.uint8), palette
+
+
+def cell_indices(codes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Palette indices of a ``height`` x ``width`` image of the cell ``codes``, with separators when cells are big."""
     n_rows, n_cols = codes.shape
     rows = np.arange(height) * n_rows // height
     cols = np.arange(width) * n_cols // width
-    cells = _CELL_RGB[codes[rows][:, cols]]
+    cells = (codes + np.uint8(CELL_INDEX))[rows][:, cols]
     if height >= MIN_SEPARATED_CELL_PX * n_rows:
-        cells[np.flatnonzero(np.diff(rows)) + 1, :] = _SEPARATOR
+        cells[np.flatnonzero(np.diff(rows)) + 1, :] = _SEPARATOR_INDEX
     if width >= MIN_SEPARATED_CELL_PX * n_cols:
-        cells[:, np.flatnonzero(np.diff(cols)) + 1] = _SEPARATOR
+        cells[:, np.flatnonzero(np.diff(cols)) + 1] = _SEPARATOR_INDEX
     return cells
+
+
+def paint_cells(codes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The same image in RGB."""
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[CELL_INDEX:_SEPARATOR_INDEX] = _CELL_RGB
+    palette[_SEPARATOR_INDEX] = _SEPARATOR
+    return palette[cell_indices(codes, height, width)]
 
 
 def _draw_frame(ax: Any, clients: list[str], snap: DashboardSnapshot) -> None:

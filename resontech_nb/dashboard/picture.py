@@ -74,7 +74,8 @@ class DashboardPictures:
         for part, (pixels, redrawn) in drawn.items():
             if redrawn or (pixels is None) != (self._pixels[part] is None):
                 self._pixels[part] = pixels
-                self._pngs[part] = changed[part] = None if pixels is None else encode_png(pixels)
+                encoded = None if pixels is None else self.grid.png() if part == "grid" else encode_png(pixels)
+                self._pngs[part] = changed[part] = encoded
         return changed
 
     def png(self, part: str) -> bytes | None:
