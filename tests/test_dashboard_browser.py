@@ -207,7 +207,7 @@ def test_dashboard_of_a_real_job_renders_live_in_jupyterlab_and_is_saved_as_a_pi
 
             status = page.locator(".rt-dashboard .rt-status")
             status.wait_for(timeout=120_000)
-            free = page.get_by_text("kernel free while the job is")
+            free = page.locator(".jp-OutputArea-output pre", has_text="kernel free while the job is")
             free.wait_for(timeout=60_000)
             assert any(word in free.inner_text() for word in ("SUBMITTED", "RUNNING")), free.inner_text()
             page.wait_for_function(
