@@ -103,8 +103,8 @@ class MetricChart:
         if len(series.clients) > MAX_CLIENT_LINES:
             if len(shown) > 1:
                 lo, q1, q3, hi = column_quantiles(series.per_client[shown], (0.0, 0.25, 0.75, 1.0))
-                artists.append(ax.fill_between(x, lo, hi, color=BAND_COLOUR, alpha=0.25, linewidth=0))
-                artists.append(ax.fill_between(x, q1, q3, color=BAND_COLOUR, alpha=0.5, linewidth=0))
+                artists.append(band(ax, x, lo, hi, alpha=0.25))
+                artists.append(band(ax, x, q1, q3, alpha=0.5))
         else:
             palette = self._palette(len(series.clients))
             for i in shown:
@@ -128,6 +128,16 @@ class MetricChart:
                                color=NONFINITE_COLOUR, linestyle="none", clip_on=False, zorder=7)  # fmt: skip
             artists.append(marks)
         return artists
+
+
+def band(ax: Any, x: np.ndarray, lower: np.ndarray, upper: np.ndarray, alpha: float) -> PolyCollection:
+    """The area between two curves as one polygon (rounds without values are bridged): cheaper than fill_between."""
+    keep = np.isfinite(lower) & np.isfinite(upper)
+    xs = x[keep]
+    outline = np.concatenate([np.column_stack([xs, lower[keep]]), np.column_stack([xs[::-1], upper[keep][::-1]])])
+    polygon = PolyCollection([outline], facecolors=[BAND_COLOUR], alpha=alpha, linewidths=0)
+    ax.add_collection(polygon, autolim=False)
+    return polygon
 
 
 def column_quantiles(values: np.ndarray, qs: tuple[float, ...]) -> list[np.ndarray]:

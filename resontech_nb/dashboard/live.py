@@ -110,7 +110,7 @@ class Dashboard:
 
     def _redraw(self, snap: DashboardSnapshot) -> None:
         self.redraws += 1
-        self._text = render_text(snap)
+        self._text = ""  # drawn when first asked for: the widget does not need it
         if self.use_widgets:
             assert self.view is not None
             self.view.update(snap)
@@ -125,9 +125,13 @@ class Dashboard:
 
     # -- what gets displayed --------------------------------------------------------------
     def text(self) -> str:
-        if self.snapshot is None:
-            self.refresh()
-        return self._text
+        with self._lock:
+            if self.snapshot is None:
+                self.refresh()
+            assert self.snapshot is not None
+            if not self._text:
+                self._text = render_text(self.snapshot)
+            return self._text
 
     def png(self) -> bytes:
         """The composed PNG of the latest state, in the metric the charts show (drawn when first asked for)."""
@@ -150,7 +154,7 @@ class Dashboard:
             assert self.snapshot is not None
             data: dict[str, Any] = {
                 "image/png": base64.b64encode(self.png()).decode("ascii"),
-                "text/plain": self._text,
+                "text/plain": self.text(),
             }
             if self.view is not None:
                 data[WIDGET_MIME] = {"version_major": 2, "version_minor": 0, "model_id": self.view.widget.model_id}
@@ -174,7 +178,7 @@ class Dashboard:
         if self.use_widgets:
             self._publish(update=False)
         else:
-            print(self._text, flush=True)
+            print(self.text(), flush=True)
             self._mark_printed()
         return self
 

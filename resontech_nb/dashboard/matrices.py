@@ -61,12 +61,13 @@ class ParticipationChart:
             self._boards[size] = BlitFigure(GRID_WIDTH_IN, height, [rect])
         return self._boards[size]
 
-    def pixels(self, snap: DashboardSnapshot) -> tuple[np.ndarray, bool]:
+    def update(self, snap: DashboardSnapshot) -> bool:
+        """Bring the grid up to date with ``snap``; True if it changed."""
         clients = snap.all_clients
         codes = snap.participation_codes()
         key = (tuple(clients), snap.total_rounds, codes.tobytes())
-        if key == self._key and self._pixels is not None:
-            return self._pixels, False
+        if key == self._key and self._indices is not None:
+            return False
         board = self._board(len(clients))
         frame_key = (tuple(clients), snap.total_rounds, id(board))
         if board.background(frame_key[:2], lambda fig, axes: _draw_frame(axes[0], clients, snap)) or (
@@ -80,8 +81,15 @@ class ParticipationChart:
             top, bottom, left, right = board.pixel_box(board.axes[0])
             indices[top:bottom, left:right] = cell_indices(codes, bottom - top, right - left)
         self._indices, self._key = indices, key
-        self._pixels = self._palette[indices]
-        return self._pixels, True
+        self._pixels = None  # RGB only when asked for (the composed picture): the widget gets the palette PNG
+        return True
+
+    def rgb(self) -> np.ndarray:
+        """The current grid as RGB pixels (call after ``update``)."""
+        assert self._indices is not None
+        if self._pixels is None:
+            self._pixels = self._palette[self._indices]
+        return self._pixels
 
     def png(self) -> bytes:
         """The current grid as a palette PNG (call after ``pixels``)."""

@@ -67,15 +67,16 @@ class DashboardPictures:
             "train": self.train.pixels(metric_series(snap, metric, TRAIN), snap.total_rounds, snap.best_round),
             "val": self.val.pixels(metric_series(snap, metric, VALIDATION), snap.total_rounds, snap.best_round),
             "durations": self.durations.pixels(snap),
-            "grid": self.grid.pixels(snap),
             "cross_site": self.cross_site.pixels(snap, metric),
         }
         changed: dict[str, bytes | None] = {}
         for part, (pixels, redrawn) in drawn.items():
             if redrawn or (pixels is None) != (self._pixels[part] is None):
                 self._pixels[part] = pixels
-                encoded = None if pixels is None else self.grid.png() if part == "grid" else encode_png(pixels)
+                encoded = None if pixels is None else encode_png(pixels)
                 self._pngs[part] = changed[part] = encoded
+        if self.grid.update(snap):
+            self._pngs["grid"] = changed["grid"] = self.grid.png()
         return changed
 
     def png(self, part: str) -> bytes | None:
@@ -85,7 +86,9 @@ class DashboardPictures:
         """The whole dashboard as one PNG, 1000 px wide: header, metric charts, durations, grid, cross-site."""
         self.update(snap, metric)
         rows = [header_pixels(snap), np.hstack([self._pixels["train"], self._pixels["val"]])]
-        rows += [p for p in (self._pixels[part] for part in ("durations", "grid", "cross_site")) if p is not None]
+        rows += [self._pixels["durations"], self.grid.rgb()]
+        if self._pixels["cross_site"] is not None:
+            rows.append(self._pixels["cross_site"])
         width = max(r.shape[1] for r in rows)
         padded = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
         return encode_png(np.vstack(padded))

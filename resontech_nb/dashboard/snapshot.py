@@ -87,6 +87,10 @@ class DashboardSnapshot:
 
     def failures(self) -> list[tuple[int, str, str, str]]:
         """``(round from 0, client, "training" or "validation", error)`` for every failure, in round order."""
+        return list(self._failures)
+
+    @cached_property
+    def _failures(self) -> tuple[tuple[int, str, str, str], ...]:
         out = []
         for record in self.rounds:
             for name, client in sorted(record.clients.items()):
@@ -94,7 +98,7 @@ class DashboardSnapshot:
                     out.append((record.round, name, "training", client.error or "no message"))
                 if client.validation_error:
                     out.append((record.round, name, "validation", client.validation_error))
-        return out
+        return tuple(out)
 
     def participation(self) -> tuple[list[str], list[list[int]]]:
         """The client x round grid: rows are clients, columns rounds 0..total_rounds-1, cells ``CELL_*`` codes.

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 
 import ipywidgets as widgets
+import numpy as np
 import traitlets
 
 from .picture import STATUS_COLOURS, DashboardPictures, chosen_metric
@@ -23,6 +24,7 @@ from .text import failure_lines, warning_lines
 log = logging.getLogger(__name__)
 
 STATE_NAMES = {0: "not_run", 1: "ok", 2: "failed", 3: "absent"}
+_STATE_WORDS = np.array([STATE_NAMES[code] for code in range(4)], dtype=object)
 
 _CSS = """
 <style>
@@ -186,11 +188,10 @@ class DashboardView(traitlets.HasTraits):
         self.rounds_done = snap.rounds_done
         self.num_rounds = snap.num_rounds
         self.last_global_loss = snap.last_global_loss
-        clients, grid = snap.participation()
         self.participation = {
-            "clients": clients,
+            "clients": snap.all_clients,
             "rounds": list(range(1, snap.total_rounds + 1)),
-            "cells": [[STATE_NAMES[c] for c in row] for row in grid],
+            "cells": _STATE_WORDS[snap.participation_codes()].tolist(),
         }
         self.best_round = None if snap.best_round is None else snap.best_round + 1
         self.nonfinite_rounds = [r + 1 for r in snap.nonfinite_rounds]
