@@ -88,16 +88,19 @@ class ParticipationChart:
         """The current grid as RGB pixels (call after ``update``)."""
         assert self._indices is not None
         if self._pixels is None:
-            self._pixels = self._palette[self._indices]
+            self._pixels = np.asarray(self._palette_image().convert("RGB"))
         return self._pixels
 
-    def png(self) -> bytes:
-        """The current grid as a palette PNG (call after ``pixels``)."""
+    def _palette_image(self) -> Image.Image:
         assert self._indices is not None
         image = Image.fromarray(self._indices, mode="P")
         image.putpalette(self._palette.tobytes())
+        return image
+
+    def png(self) -> bytes:
+        """The current grid as a palette PNG (call after ``pixels``)."""
         buffer = io.BytesIO()
-        image.save(buffer, format="PNG", compress_level=1)
+        self._palette_image().save(buffer, format="PNG", compress_level=1)
         return buffer.getvalue()
 
 
