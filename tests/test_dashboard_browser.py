@@ -170,6 +170,23 @@ KERNEL_IDLE = """() => {
 }"""
 
 
+SIDE_BY_SIDE = """() => {
+    const box = css => document.querySelector('.rt-dashboard ' + css)?.getBoundingClientRect();
+    const train = box('img.rt-train-chart'), val = box('img.rt-val-chart');
+    return !!train && !!val && val.width > 200 && val.left > train.left + 200 && Math.abs(val.top - train.top) < 5;
+}"""
+
+
+def _wait_until_settled(page) -> None:  # noqa: ANN001
+    """Wait until the output stops being replaced: the final display update re-renders the widget once."""
+    for _ in range(20):
+        page.evaluate("() => { const d = document.querySelector('.rt-dashboard'); if (d) d.dataset.rtMark = '1'; }")
+        time.sleep(1.5)
+        if page.evaluate("() => document.querySelector('.rt-dashboard')?.dataset.rtMark === '1'"):
+            return
+    pytest.fail("the dashboard output kept being replaced")
+
+
 def _image_src(page, css: str) -> str:  # noqa: ANN001
     return page.evaluate(f"() => document.querySelector('.rt-dashboard {css}').getAttribute('src')")
 
@@ -214,6 +231,7 @@ def test_dashboard_of_a_real_job_renders_live_in_jupyterlab_and_is_saved_as_a_pi
                 "() => [...document.querySelectorAll('.rt-status')].some(e => e.textContent.includes('FINISHED'))",
                 timeout=300_000,
             )
+            _wait_until_settled(page)
             text = status.inner_text()
             assert "FINISHED" in text and "round 4 of 4" in text and "global loss" in text
             seen = page.evaluate("window.rtSeen")
@@ -226,9 +244,7 @@ def test_dashboard_of_a_real_job_renders_live_in_jupyterlab_and_is_saved_as_a_pi
                 image = page.locator(f".rt-dashboard img{css}")
                 image.wait_for()
                 assert page.evaluate("img => img.naturalWidth", image.element_handle()) >= 400, css
-            train_box = page.locator(".rt-dashboard img.rt-train-chart").bounding_box()
-            val_box = page.locator(".rt-dashboard img.rt-val-chart").bounding_box()
-            assert val_box["x"] > train_box["x"] + 200 and abs(val_box["y"] - train_box["y"]) < 5  # side by side
+            page.wait_for_function(SIDE_BY_SIDE, timeout=20_000)
             assert page.locator(".rt-dashboard img.rt-cross-site").is_hidden()  # no cross-site evaluation ran
 
             # The metric dropdown offers every recorded metric; choosing one redraws the charts.
