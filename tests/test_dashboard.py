@@ -425,6 +425,24 @@ def test_outside_a_kernel_wait_prints_text_progress(capsys: pytest.CaptureFixtur
     assert out.rstrip().splitlines()[-1].startswith("FINISHED \u00b7 round 3 of 3")
 
 
+def test_the_saved_output_is_republished_at_most_every_publish_interval_and_always_at_the_end(monkeypatch) -> None:
+    job = FeedJob([("RUNNING", 1), ("RUNNING", 2), ("RUNNING", 3), ("RUNNING", 3), ("FINISHED", 3)])
+    dashboard = Dashboard(job, widgets=True)
+    published = []
+    monkeypatch.setattr(dashboard, "_publish", lambda update: published.append((update, dashboard.snapshot.status)))
+    dashboard.publish_interval = 3600.0
+    dashboard.refresh()
+    dashboard._shown, dashboard._published_at = True, time.monotonic()  # as show() leaves it
+    assert dashboard.refresh() and dashboard.refresh()  # rounds 2 and 3 arrive: the widget redraws ...
+    assert published == [] and dashboard._publish_pending  # ... the saved output waits
+    dashboard.publish_interval = 0.0
+    assert not dashboard.refresh()  # nothing new, but a change is pending and the interval has passed
+    assert published == [(True, "RUNNING")]
+    dashboard.publish_interval = 3600.0
+    assert dashboard.refresh()  # the final state is published at once
+    assert published[-1] == (True, "FINISHED")
+
+
 # -- the display output a saved notebook keeps -----------------------------------------
 def test_mimebundle_holds_widget_png_text_and_records() -> None:
     dashboard = Dashboard(running_job(), widgets=True)
