@@ -452,6 +452,7 @@ def test_mimebundle_holds_widget_png_text_and_records() -> None:
     records = metadata["resontech_nb"]["rounds"]
     assert [r["round"] for r in records] == [0, 1]
     assert records[1]["clients"]["site-2"]["status"] == "failed"
+    assert DashboardSnapshot.from_dict(metadata["resontech_nb"]).rounds == dashboard.snapshot.rounds  # all kept
 
 
 def test_core_does_not_import_ipywidgets() -> None:

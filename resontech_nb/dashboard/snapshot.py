@@ -140,7 +140,7 @@ class DashboardSnapshot:
             "error": self.error,
             "num_rounds": self.num_rounds,
             "clients": self.all_clients,
-            "rounds": [r.to_dict() for r in self.rounds],
+            "rounds": [_compact(r.to_dict()) for r in self.rounds],
             "best_round": self.best_round,
             "cross_site": {m: {s: dict(v) for s, v in sites.items()} for m, sites in self.cross_site.items()},
         }
@@ -162,6 +162,18 @@ class DashboardSnapshot:
             best_round=None if data.get("best_round") is None else int(data["best_round"]),
             cross_site=_cross_site(data.get("cross_site")),
         )
+
+
+_COUNTS = ("samples", "validation_samples")
+
+
+def _compact(record: dict[str, Any]) -> dict[str, Any]:
+    """A record dict without the empty fields of its clients (``RoundRecord.from_dict`` reads it back the same)."""
+    clients = {
+        name: {k: v for k, v in client.items() if not (v is None or v == {} or (k in _COUNTS and v == 0))}
+        for name, client in record.get("clients", {}).items()
+    }
+    return {**record, "clients": clients}
 
 
 def _cross_site(value: Any) -> dict[str, dict[str, dict[str, float]]]:
