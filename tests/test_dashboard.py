@@ -307,6 +307,22 @@ def test_band_quantiles_match_numpy_and_skip_missing_values() -> None:
     assert np.isnan(lo[1]) and np.isnan(hi[1])
 
 
+def test_round_durations_are_bars_whose_height_is_the_duration_and_failed_rounds_stand_out() -> None:
+    dashboard = Dashboard(FeedJob([("RUNNING", 3)]), widgets=True)
+    dashboard.refresh()
+    png = bytes(dashboard.view.images["durations"].value)
+    rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=int)
+    columns = {}
+    for colour in ("#5b8def", "#e07b39"):  # a round; a round where a client failed
+        target = np.array([int(round(255 * v)) for v in to_rgb(colour)])
+        hits = np.abs(rgb - target).max(axis=-1) <= 12
+        columns[colour] = hits.sum(axis=0)[hits.sum(axis=0) > 0]  # bar height in pixels, per pixel column
+    assert columns["#e07b39"].size > 0  # round 2 (site-2 failed)
+    tallest_ok, failed = columns["#5b8def"].max(), columns["#e07b39"].max()
+    # durations 2.5 s, 3.5 s (the failed one) and 4.5 s: the failed bar is between the other two
+    assert columns["#5b8def"].min() < failed < tallest_ok
+
+
 # -- text fallback ---------------------------------------------------------------------
 def test_text_fallback_shows_status_and_a_table_of_rounds() -> None:
     job = running_job()
