@@ -1,8 +1,10 @@
 """The dashboard in a real browser: JupyterLab on loopback, Debian's chromium driven by Playwright.
 
-A notebook replays round records from a JSON file through a small ``Job`` subclass; the test runs
-it in JupyterLab, waits for the live widget to reach the final state, looks at the DOM, saves the
-notebook and checks that the saved file keeps the static picture of the final state.
+A notebook submits a real job to the local target (NVFlare's simulator, three sites) whose
+``fl_train_model`` reports an accuracy beside the loss and fails once on one site. The test runs
+it in JupyterLab, watches the live widget reach the final state (status, training and validation
+charts, the metric dropdown, the participation grid, the failure named), switches the metric, saves
+the notebook and checks that the saved file keeps the static picture and records of the final state.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 KERNEL = "rtnb-browser"
-CLIENTS = ["site-1", "site-2", "site-3"]
 
 pytestmark = [
     pytest.mark.slow,
@@ -45,72 +46,47 @@ pytestmark = [
     ),
 ]
 
-NOTEBOOK_SOURCE = textwrap.dedent(
+# The model and training function live in a module beside the notebook: capture() takes them from there.
+MODELS_SOURCE = textwrap.dedent(
     """
-    import json
-    from resontech_nb.dashboard import show_dashboard
-    from resontech_nb.job import Job, JobState
-    from resontech_nb.records import RoundRecord
+    import torch
+    import torch.nn as nn
+
+    SAMPLES = {"site-1": 10, "site-2": 20, "site-3": 30}
 
 
-    class ReplayJob(Job):
-        \"\"\"Replays recorded rounds, one more per poll, then finishes.\"\"\"
+    class MetricNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(2, 3))
 
-        target = "replay"
-        poll_interval = 0.4
-
-        def __init__(self, path):
-            data = json.load(open(path))
-            super().__init__(data["id"], num_rounds=data["num_rounds"], clients=data["clients"], name=data["name"])
-            self.recorded, self.step = data["rounds"], 0
-
-        def _poll(self):
-            self.step += 1
-            return JobState("FINISHED" if self.step > len(self.recorded) else "RUNNING")
-
-        def _fetch_rounds(self):
-            return [RoundRecord.from_dict(r) for r in self.recorded[: self.step]]
-
-        def _fetch_result(self, which="final"):
-            return {}
-
-        def _abort(self):
-            pass
+        def forward(self, x):
+            return x @ self.w
 
 
-    job = ReplayJob("records.json")
-    show_dashboard(job)
+    def metric_train(payload):
+        \"\"\"Each site adds k to the weights; loss falls and accuracy rises with the round; site-2 fails round 2.\"\"\"
+        site, r = payload["site_name"], payload["round"]
+        if site == "site-2" and r == 1:
+            raise RuntimeError("disk full on site-2")
+        k = int(site.rsplit("-", 1)[1])
+        weights = {name: t + float(k) for name, t in payload["initial_weights"].items()}
+        metrics = {"loss": 1.0 / (r + 1) + 0.1 * k, "accuracy": 0.5 + 0.1 * r + 0.01 * k}
+        return {"weights": weights, "samples": SAMPLES[site], "metrics": metrics}
     """
 )
 
+NOTEBOOK_SOURCE = textwrap.dedent(
+    """
+    from resontech_nb import FederationConfig, TrainingConfig, capture, make_synthetic_shards, submit
+    from browser_models import MetricNet, metric_train
 
-def _records() -> list[dict]:
-    rounds = []
-    for index in range(4):
-        clients = {}
-        for i, name in enumerate(CLIENTS):
-            if (index, name) == (1, "site-2"):
-                clients[name] = {"status": "failed", "error": "CUDA out of memory: lower batch_size"}
-            elif (index, name) == (2, "site-3"):
-                clients[name] = {"status": "absent"}
-            else:
-                clients[name] = {
-                    "status": "ok",
-                    "loss": round(1.2 / (index + 1) + 0.04 * (i + 1), 4),
-                    "samples": 40 + i,
-                }
-        start = 1_700_000_000.0 + 20 * index
-        rounds.append(
-            {
-                "round": index,
-                "num_rounds": 4,
-                "global_loss": round(1.2 / (index + 1), 4),
-                "clients": clients,
-                "started_at": start,
-                "finished_at": start + 3.0 + index,
-            }
-        )
-    return rounds
+    shards = make_synthetic_shards("shards", n_clients=3, img_size=8, seed=5)
+    federation = FederationConfig(num_rounds=4, min_clients=2, wait_time_after_min_received=5, job_name="browser-demo")
+    job = submit(capture(MetricNet, metric_train), shards, training=TrainingConfig(img_size=8), federation=federation)
+    dashboard = job.dashboard()
+    """
+)
 
 
 def _free_port() -> int:
@@ -194,21 +170,39 @@ KERNEL_IDLE = """() => {
 }"""
 
 
-def test_dashboard_renders_live_in_jupyterlab_and_is_saved_as_a_picture(
+SIDE_BY_SIDE = """() => {
+    const box = css => document.querySelector('.rt-dashboard ' + css)?.getBoundingClientRect();
+    const train = box('img.rt-train-chart'), val = box('img.rt-val-chart');
+    return !!train && !!val && val.width > 200 && val.left > train.left + 200 && Math.abs(val.top - train.top) < 5;
+}"""
+
+
+def _wait_until_settled(page) -> None:  # noqa: ANN001
+    """Wait until the output stops being replaced: the final display update re-renders the widget once."""
+    for _ in range(20):
+        page.evaluate("() => { const d = document.querySelector('.rt-dashboard'); if (d) d.dataset.rtMark = '1'; }")
+        time.sleep(1.5)
+        if page.evaluate("() => document.querySelector('.rt-dashboard')?.dataset.rtMark === '1'"):
+            return
+    pytest.fail("the dashboard output kept being replaced")
+
+
+def _image_src(page, css: str) -> str:  # noqa: ANN001
+    return page.evaluate(f"() => document.querySelector('.rt-dashboard {css}').getAttribute('src')")
+
+
+def test_dashboard_of_a_real_job_renders_live_in_jupyterlab_and_is_saved_as_a_picture(
     lab: tuple[str, str, Path], tmp_path: Path
 ) -> None:
     from playwright.sync_api import sync_playwright
 
     url, token, root = lab
-    (root / "records.json").write_text(
-        json.dumps({"id": "replay-browser", "name": "browser demo", "num_rounds": 4, "clients": CLIENTS,
-                    "rounds": _records()})
-    )  # fmt: skip
+    (root / "browser_models.py").write_text(MODELS_SOURCE)
     notebook = {
         "cells": [
             {"cell_type": "code", "execution_count": None, "id": "dash", "metadata": {}, "outputs": [],
              "source": NOTEBOOK_SOURCE},
-            # Runs right after the dashboard cell: the job must still be running, the kernel free.
+            # Runs right after the dashboard cell: the job must still be going, the kernel free.
             {"cell_type": "code", "execution_count": None, "id": "free", "metadata": {}, "outputs": [],
              "source": "print('kernel free while the job is', job._state.status)"},
         ],
@@ -222,42 +216,57 @@ def test_dashboard_renders_live_in_jupyterlab_and_is_saved_as_a_picture(
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1500})
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
             page.goto(f"{url}/lab/tree/dashboard.ipynb?token={token}")
             page.wait_for_function(KERNEL_IDLE, timeout=90_000)
             page.evaluate(RECORD_STATUS_TEXTS)
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
             status = page.locator(".rt-dashboard .rt-status")
-            status.wait_for(timeout=60_000)
+            status.wait_for(timeout=120_000)
+            free = page.locator(".jp-OutputArea-output pre", has_text="kernel free while the job is")
+            free.wait_for(timeout=60_000)
+            assert any(word in free.inner_text() for word in ("SUBMITTED", "RUNNING")), free.inner_text()
             page.wait_for_function(
                 "() => [...document.querySelectorAll('.rt-status')].some(e => e.textContent.includes('FINISHED'))",
-                timeout=60_000,
+                timeout=300_000,
             )
+            _wait_until_settled(page)
             text = status.inner_text()
-            assert "FINISHED" in text and "round 4 of 4" in text and "global loss 0.3000" in text
+            assert "FINISHED" in text and "round 4 of 4" in text and "global loss" in text
             seen = page.evaluate("window.rtSeen")
             assert any("RUNNING" in t for t in seen) and any("round 2 of 4" in t for t in seen), seen  # live
-            page.get_by_text("kernel free while the job is RUNNING").wait_for(timeout=10_000)
             title = page.locator(".rt-dashboard .rt-title").inner_text()
-            assert "browser demo" in title and "replay-browser" in title
+            assert "browser-demo" in title and "local" in title
 
-            image = page.locator(".rt-dashboard img").first
-            image.wait_for()
-            assert page.evaluate("img => img.naturalWidth", image.element_handle()) >= 800
+            # Training and validation charts side by side, the other parts below.
+            for css in (".rt-train-chart", ".rt-val-chart", ".rt-durations", ".rt-grid-image"):
+                image = page.locator(f".rt-dashboard img{css}")
+                image.wait_for()
+                assert page.evaluate("img => img.naturalWidth", image.element_handle()) >= 400, css
+            page.wait_for_function(SIDE_BY_SIDE, timeout=20_000)
+            assert page.locator(".rt-dashboard img.rt-cross-site").is_hidden()  # no cross-site evaluation ran
 
-            grid = page.locator(".rt-dashboard table.rt-grid")
-            assert grid.locator("tbody tr").count() == 3
-            site2 = grid.locator('tr[data-client="site-2"] td')
-            assert [site2.nth(i).get_attribute("data-state") for i in range(4)] == ["ok", "failed", "ok", "ok"]
-            site3 = grid.locator('tr[data-client="site-3"] td')
-            assert site3.nth(2).get_attribute("data-state") == "absent"
-            assert "took part" in page.locator(".rt-dashboard .rt-legend").last.inner_text()
+            # The metric dropdown offers every recorded metric; choosing one redraws the charts.
+            select = page.locator(".rt-dashboard .rt-metric select")
+            assert select.locator("option").all_inner_texts() == ["loss", "accuracy"]
+            before = _image_src(page, "img.rt-train-chart"), _image_src(page, "img.rt-grid-image")
+            select.select_option("accuracy")
+            page.wait_for_function(
+                "src => document.querySelector('.rt-dashboard img.rt-train-chart').getAttribute('src') !== src",
+                arg=before[0],
+                timeout=20_000,
+            )
+            assert _image_src(page, "img.rt-grid-image") == before[1]  # only the metric charts were redrawn
+
+            # The failed site's error is named under the grid.
+            failures = page.locator(".rt-dashboard .rt-failures").inner_text()
+            assert "round 2 \u00b7 site-2: training failed" in failures and "disk full on site-2" in failures
             button = page.locator(".rt-dashboard button", has_text="Ended")
             assert button.is_disabled()
 
             page.locator(".rt-dashboard").first.screenshot(path=str(tmp_path / "dashboard.png"))
-            page.screenshot(path=str(tmp_path / "jupyterlab.png"))
+            page.screenshot(path=str(tmp_path / "jupyterlab.png"), full_page=True)
 
             # Save: the file must keep the static picture and records of the final state.
             page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
@@ -265,7 +274,7 @@ def test_dashboard_renders_live_in_jupyterlab_and_is_saved_as_a_picture(
             while time.monotonic() < deadline:
                 saved = json.loads((root / "dashboard.ipynb").read_text())
                 outputs = [o for o in saved["cells"][0]["outputs"] if o["output_type"] == "display_data"]
-                if outputs and outputs[0]["metadata"].get("resontech_nb", {}).get("status") == "FINISHED":
+                if outputs and outputs[-1]["metadata"].get("resontech_nb", {}).get("status") == "FINISHED":
                     break
                 time.sleep(0.3)
             else:
@@ -276,8 +285,12 @@ def test_dashboard_renders_live_in_jupyterlab_and_is_saved_as_a_picture(
     assert len(outputs) == 1
     output = outputs[0]
     assert {"application/vnd.jupyter.widget-view+json", "image/png", "text/plain"} <= set(output["data"])
-    assert len(output["metadata"]["resontech_nb"]["rounds"]) == 4
+    saved_rounds = output["metadata"]["resontech_nb"]["rounds"]
+    assert len(saved_rounds) == 4
+    assert saved_rounds[1]["clients"]["site-2"]["status"] == "failed"
+    assert saved_rounds[0]["metrics"]["accuracy"] == pytest.approx((10 * 0.51 + 20 * 0.52 + 30 * 0.53) / 60)
     assert base64.b64decode(output["data"]["image/png"]).startswith(b"\x89PNG")
     text_plain = output["data"]["text/plain"]
     text_plain = "".join(text_plain) if isinstance(text_plain, list) else text_plain
-    assert "FINISHED \u00b7 round 4 of 4" in text_plain
+    assert "FINISHED \u00b7 round 4 of 4" in text_plain and "accuracy" in text_plain
+    assert "site-2: training failed: " in text_plain

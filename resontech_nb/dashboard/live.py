@@ -7,6 +7,11 @@ it prints text.
 
 Updates come from a daemon thread polling the job (the kernel stays free), or, with ``wait=True``,
 from the calling thread until the job ends, which also works under nbclient/nbconvert.
+
+A change redraws only the widget parts whose data changed. The display output itself (composed
+PNG plus records, hundreds of kB at 50 clients x 100 rounds) is republished at most every
+``publish_interval`` seconds while the job runs, and always once it ends: the saved notebook
+keeps the final state, and a fast job does not flood the frontend.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from .plots import render_pictures, render_png
+from .picture import DashboardPictures
 from .snapshot import DashboardSnapshot, take_snapshot
 from .text import render_text, rounds_table, status_line
 
@@ -47,9 +52,12 @@ def in_widget_frontend() -> bool:
 class Dashboard:
     """The live dashboard of one job. ``show()`` displays it; ``start()``/``wait()`` keep it current."""
 
+    publish_interval = 3.0
+
     def __init__(self, job: Job, *, poll_interval: float | None = None, widgets: bool | None = None) -> None:
         self.job = job
         self.poll_interval = float(poll_interval or getattr(job, "poll_interval", 1.0) or 1.0)
+        self.pictures = DashboardPictures()
         self.use_widgets = in_widget_frontend() if widgets is None else widgets
         self.display_id = f"resontech-nb-{job.id}-{uuid.uuid4().hex[:8]}"
         self.snapshot: DashboardSnapshot | None = None
@@ -60,14 +68,17 @@ class Dashboard:
         self._printed_rounds = 0
         self._printed_status = ""
         self._png: bytes = b""
+        self._png_of: tuple | None = None  # what the composed PNG shows: (snapshot fingerprint, metric)
         self._text = ""
+        self._published_at = 0.0
+        self._publish_pending = False
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if self.use_widgets:
             from .widgets import DashboardView
 
-            self.view = DashboardView(on_abort=self.abort)
+            self.view = DashboardView(on_abort=self.abort, pictures=self.pictures, lock=self._lock)
 
     # -- reading the job ------------------------------------------------------------------
     def refresh(self) -> bool:
@@ -93,36 +104,47 @@ class Dashboard:
                 self._redraw(snap)
             elif self.view is not None:
                 self.view.update(snap, redraw=False)  # the elapsed time ticks on
+                if self._publish_pending and time.monotonic() - self._published_at >= self.publish_interval:
+                    self._publish(update=True)
             return changed
 
     def _redraw(self, snap: DashboardSnapshot) -> None:
         self.redraws += 1
-        self._text = render_text(snap)
+        self._text = ""  # drawn when first asked for: the widget does not need it
         if self.use_widgets:
-            self._png, charts = render_pictures(snap)
             assert self.view is not None
-            self.view.update(snap, charts_png=charts)
+            self.view.update(snap)
             if self._shown:
-                self._publish(update=True)
-        else:
-            self._png = b""  # drawn on demand by png()
-            if self._shown:
-                self._print_progress(snap)
+                due = snap.final or time.monotonic() - self._published_at >= self.publish_interval
+                if due:
+                    self._publish(update=True)
+                else:
+                    self._publish_pending = True
+        elif self._shown:
+            self._print_progress(snap)
 
     # -- what gets displayed --------------------------------------------------------------
     def text(self) -> str:
-        if self.snapshot is None:
-            self.refresh()
-        return self._text
+        with self._lock:
+            if self.snapshot is None:
+                self.refresh()
+            assert self.snapshot is not None
+            if not self._text:
+                self._text = render_text(self.snapshot)
+            return self._text
 
     def png(self) -> bytes:
-        """The composed PNG of the latest state (rendered on demand outside a widget frontend)."""
-        if self.snapshot is None:
-            self.refresh()
-        assert self.snapshot is not None
-        if not self._png:
-            self._png = render_png(self.snapshot)
-        return self._png
+        """The composed PNG of the latest state, in the metric the charts show (drawn when first asked for)."""
+        with self._lock:
+            if self.snapshot is None:
+                self.refresh()
+            assert self.snapshot is not None
+            metric = self.view.metric if self.view is not None else None
+            shows = (self.snapshot.fingerprint(), metric)
+            if shows != self._png_of:
+                self._png = self.pictures.compose(self.snapshot, metric)
+                self._png_of = shows
+            return self._png
 
     def mimebundle(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(data, metadata)`` of the display output: widget view, static PNG, text, and the records behind them."""
@@ -132,7 +154,7 @@ class Dashboard:
             assert self.snapshot is not None
             data: dict[str, Any] = {
                 "image/png": base64.b64encode(self.png()).decode("ascii"),
-                "text/plain": self._text,
+                "text/plain": self.text(),
             }
             if self.view is not None:
                 data[WIDGET_MIME] = {"version_major": 2, "version_minor": 0, "model_id": self.view.widget.model_id}
@@ -143,6 +165,7 @@ class Dashboard:
         from IPython.display import display
 
         data, metadata = self.mimebundle()
+        self._published_at, self._publish_pending = time.monotonic(), False
         display(data, raw=True, metadata=metadata, display_id=self.display_id, update=update)
 
     def show(self) -> Dashboard:
@@ -155,7 +178,7 @@ class Dashboard:
         if self.use_widgets:
             self._publish(update=False)
         else:
-            print(self._text, flush=True)
+            print(self.text(), flush=True)
             self._mark_printed()
         return self
 

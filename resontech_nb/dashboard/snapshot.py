@@ -6,17 +6,22 @@ The views (widgets, PNG, text) never talk to a ``Job`` or a target; they take a
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from ..records import ABSENT, FAILED, TOOK_PART, RoundRecord
+import numpy as np
+
+from ..records import ABSENT, FAILED, TOOK_PART, RoundRecord, scalar_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..job import Job
 
 FINAL_STATES = ("FINISHED", "FAILED", "ABORTED")
+QUEUED = "QUEUED"  # a platform whose worker pool is busy: accepted, waiting to start
 
 # Cell codes of the participation grid (client x round).
 NOT_RUN = 0
@@ -40,6 +45,8 @@ class DashboardSnapshot:
     target: str = ""
     error: str | None = None
     elapsed_s: float | None = None
+    best_round: int | None = None  # the round (from 0) whose global model scored best on select_metric
+    cross_site: Mapping[str, Mapping[str, Mapping[str, float]]] = field(default_factory=dict)
 
     # -- derived values --------------------------------------------------------------
     @property
@@ -50,7 +57,7 @@ class DashboardSnapshot:
     def rounds_done(self) -> int:
         return len(self.rounds)
 
-    @property
+    @cached_property
     def total_rounds(self) -> int:
         """Rounds to draw: the planned number, or more if the records say so."""
         last = max((r.round + 1 for r in self.rounds), default=0)
@@ -66,9 +73,32 @@ class DashboardSnapshot:
     @property
     def all_clients(self) -> list[str]:
         """The job's clients in their given order, then any other site named in the records."""
-        seen = list(self.clients)
-        extra = sorted({name for r in self.rounds for name in r.clients} - set(seen))
-        return seen + extra
+        return list(self._all_clients)
+
+    @cached_property
+    def _all_clients(self) -> tuple[str, ...]:
+        extra = sorted({name for r in self.rounds for name in r.clients} - set(self.clients))
+        return (*self.clients, *extra)
+
+    @property
+    def nonfinite_rounds(self) -> list[int]:
+        """Rounds (from 0) whose global loss is NaN or infinite: training diverged there."""
+        return [r.round for r in self.rounds if not r.loss_is_finite]
+
+    def failures(self) -> list[tuple[int, str, str, str]]:
+        """``(round from 0, client, "training" or "validation", error)`` for every failure, in round order."""
+        return list(self._failures)
+
+    @cached_property
+    def _failures(self) -> tuple[tuple[int, str, str, str], ...]:
+        out = []
+        for record in self.rounds:
+            for name, client in sorted(record.clients.items()):
+                if client.status == FAILED:
+                    out.append((record.round, name, "training", client.error or "no message"))
+                if client.validation_error:
+                    out.append((record.round, name, "validation", client.validation_error))
+        return tuple(out)
 
     def participation(self) -> tuple[list[str], list[list[int]]]:
         """The client x round grid: rows are clients, columns rounds 0..total_rounds-1, cells ``CELL_*`` codes.
@@ -76,21 +106,29 @@ class DashboardSnapshot:
         A client missing from a finished round's record counts as absent.
         """
         clients = self.all_clients
+        return clients, self.participation_codes().tolist()
+
+    def participation_codes(self) -> np.ndarray:
+        """The same grid as a ``uint8`` array (clients x rounds)."""
+        return self._codes.copy()
+
+    @cached_property
+    def _codes(self) -> np.ndarray:
+        clients = self._all_clients
         row_of = {name: i for i, name in enumerate(clients)}
-        grid = [[NOT_RUN] * self.total_rounds for _ in clients]
+        codes = np.full((len(clients), self.total_rounds), NOT_RUN, dtype=np.uint8)
         for record in self.rounds:
             col = record.round
             if col < 0:
                 continue
-            for row in grid:
-                row[col] = CELL_ABSENT
+            codes[:, col] = CELL_ABSENT
             for name, client in record.clients.items():
-                grid[row_of[name]][col] = _CELL_OF_STATUS.get(client.status, CELL_ABSENT)
-        return clients, grid
+                codes[row_of[name], col] = _CELL_OF_STATUS.get(client.status, CELL_ABSENT)
+        return codes
 
     def fingerprint(self) -> tuple:
         """Changes whenever something a picture shows changes (elapsed time excluded)."""
-        return (self.status, self.error, self.num_rounds, self.clients, self.rounds)
+        return (self.status, self.error, self.num_rounds, self.clients, self.rounds, self.best_round, self.cross_site)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: what the saved notebook carries next to the static picture."""
@@ -102,7 +140,9 @@ class DashboardSnapshot:
             "error": self.error,
             "num_rounds": self.num_rounds,
             "clients": self.all_clients,
-            "rounds": [r.to_dict() for r in self.rounds],
+            "rounds": [_compact(r.to_dict()) for r in self.rounds],
+            "best_round": self.best_round,
+            "cross_site": {m: {s: dict(v) for s, v in sites.items()} for m, sites in self.cross_site.items()},
         }
 
     @classmethod
@@ -119,7 +159,29 @@ class DashboardSnapshot:
             target=str(data.get("target") or ""),
             error=data.get("error"),
             elapsed_s=data.get("elapsed_s"),
+            best_round=None if data.get("best_round") is None else int(data["best_round"]),
+            cross_site=_cross_site(data.get("cross_site")),
         )
+
+
+_COUNTS = ("samples", "validation_samples")
+
+
+def _compact(record: dict[str, Any]) -> dict[str, Any]:
+    """A record dict without the empty fields of its clients (``RoundRecord.from_dict`` reads it back the same)."""
+    clients = {
+        name: {k: v for k, v in client.items() if not (v is None or v == {} or (k in _COUNTS and v == 0))}
+        for name, client in record.get("clients", {}).items()
+    }
+    return {**record, "clients": clients}
+
+
+def _cross_site(value: Any) -> dict[str, dict[str, dict[str, float]]]:
+    """``{model: {site: {metric: float}}}`` with non-numbers dropped."""
+    return {
+        str(model): {str(site): scalar_metrics(metrics) for site, metrics in (sites or {}).items()}
+        for model, sites in (value or {}).items()
+    }
 
 
 def as_snapshot(value: DashboardSnapshot | Mapping[str, Any]) -> DashboardSnapshot:
@@ -138,6 +200,11 @@ def take_snapshot(job: Job, *, ended_at: float | None = None) -> DashboardSnapsh
     # A handle made by attach() starts its clock late; the first round's start is then earlier.
     starts = [t for t in (getattr(job, "submitted_at", None), *(r.started_at for r in rounds[:1])) if t is not None]
     started = min(starts) if starts else None
+    # Likewise the evaluation (best round, cross-site) that refresh() has just read.
+    evaluation = getattr(job, "_evaluation", None)
+    if evaluation is None:
+        evaluation = {"best_round": job.best_round, "cross_site": job.cross_site}
+    best = evaluation.get("best_round")
     elapsed = None
     if started is not None:
         elapsed = max(0.0, (ended_at if ended_at is not None else time.time()) - started)
@@ -151,6 +218,8 @@ def take_snapshot(job: Job, *, ended_at: float | None = None) -> DashboardSnapsh
         target=str(getattr(job, "target", "") or ""),
         error=state.error,
         elapsed_s=elapsed,
+        best_round=None if best is None else int(best),
+        cross_site=_cross_site(evaluation.get("cross_site")),
     )
 
 
@@ -176,6 +245,9 @@ def format_round_duration(seconds: float | None) -> str:
 
 
 def format_loss(loss: float | None) -> str:
+    """Four decimals (or significant digits for tiny and huge values); ``NaN``/``inf`` spelt out."""
     if loss is None:
         return "\u2014"
+    if not math.isfinite(loss):
+        return "NaN" if math.isnan(loss) else ("inf" if loss > 0 else "-inf")
     return f"{loss:.4g}" if abs(loss) < 1e-3 or abs(loss) >= 1e4 else f"{loss:.4f}"

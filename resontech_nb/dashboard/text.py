@@ -6,10 +6,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..records import ABSENT, FAILED, TOOK_PART, RoundRecord
-from .snapshot import DashboardSnapshot, as_snapshot, format_duration, format_loss, format_round_duration
+from .snapshot import QUEUED, DashboardSnapshot, as_snapshot, format_duration, format_loss, format_round_duration
 
 # Up to this many clients get a column each; beyond it the table shows counts.
 MAX_CLIENT_COLUMNS = 8
+MAX_FAILURE_LINES = 10
+BEST_MARK = "*"
 
 
 def title_line(snap: DashboardSnapshot) -> str:
@@ -25,7 +27,39 @@ def status_line(snap: DashboardSnapshot) -> str:
         parts.append(f"elapsed {format_duration(snap.elapsed_s)}")
     if snap.last_global_loss is not None:
         parts.append(f"global loss {format_loss(snap.last_global_loss)}")
+    if snap.best_round is not None:
+        parts.append(f"best round {snap.best_round + 1}")
+    if snap.status == QUEUED:
+        parts.append("waiting for a free worker")
     return " \u00b7 ".join(parts)
+
+
+def warning_lines(snap: DashboardSnapshot) -> list[str]:
+    """What looks wrong in the records themselves: a global loss that is NaN or infinite."""
+    bad = snap.nonfinite_rounds
+    if not bad:
+        return []
+    rounds = ", ".join(str(r + 1) for r in bad[:8]) + (", ..." if len(bad) > 8 else "")
+    return [
+        f"warning: the global loss is not finite (NaN or inf) in round{'s' if len(bad) > 1 else ''} {rounds}: "
+        "training diverged; lower learning_rate or check the data"
+    ]
+
+
+def failure_lines(snap: DashboardSnapshot, limit: int = MAX_FAILURE_LINES) -> list[str]:
+    """``round 2 · site-2: training failed: <error>`` for each failure, the latest ``limit`` of them."""
+    failures = snap.failures()
+    lines = [f"round {r + 1} \u00b7 {name}: {stage} failed: {error}" for r, name, stage, error in failures[-limit:]]
+    if len(failures) > limit:
+        lines.insert(0, f"... {len(failures) - limit} earlier failures")
+    return lines
+
+
+def _metric_columns(snap: DashboardSnapshot) -> tuple[list[str], list[str]]:
+    """Names of the round-level training metrics (besides loss) and validation metrics that some round has."""
+    train = sorted({k for r in snap.rounds for k in r.metrics} - {"loss"})
+    val = sorted({k for r in snap.rounds for k in r.validation}, key=lambda k: (k != "loss", k))
+    return train, val
 
 
 def _client_cell(record: RoundRecord, name: str) -> str:
@@ -41,11 +75,16 @@ def rounds_table(snap: DashboardSnapshot) -> list[list[str]]:
     """Header row plus one row per finished round (rounds shown from 1)."""
     clients = snap.all_clients
     per_client = len(clients) <= MAX_CLIENT_COLUMNS
-    header = ["round", "global loss", "duration"]
+    train, val = _metric_columns(snap)
+    header = ["round", "global loss", *train, *(f"val {k}" for k in val), "duration"]
     header += clients if per_client else ["took part", "failed", "absent"]
     rows = [header]
     for record in snap.rounds:
-        row = [str(record.round + 1), format_loss(record.global_loss), format_round_duration(record.duration_s)]
+        mark = f" {BEST_MARK}" if record.round == snap.best_round else ""
+        row = [f"{record.round + 1}{mark}", format_loss(record.global_loss)]
+        row += [format_loss(record.metrics.get(k)) for k in train]
+        row += [format_loss(record.validation.get(k)) for k in val]
+        row.append(format_round_duration(record.duration_s))
         if per_client:
             row += [_client_cell(record, name) for name in clients]
         else:
@@ -77,8 +116,32 @@ def render_text(snapshot: DashboardSnapshot | Mapping[str, Any]) -> str:
     lines = [title_line(snap), status_line(snap)]
     if snap.error:
         lines.append(f"error: {snap.error}")
+    lines += warning_lines(snap)
     if snap.rounds:
         lines += ["", _format_table(rounds_table(snap))]
+        if snap.best_round is not None:
+            lines.append(f"{BEST_MARK} best round (by select_metric): {snap.best_round + 1}")
     else:
         lines.append("no round finished yet")
+    failures = failure_lines(snap)
+    if failures:
+        lines += ["", "failures:", *(f"  {line}" for line in failures)]
+    lines += cross_site_lines(snap)
     return "\n".join(lines)
+
+
+def cross_site_lines(snap: DashboardSnapshot) -> list[str]:
+    """One table per metric: rows are models, columns the sites whose data evaluated them."""
+    if not snap.cross_site:
+        return []
+    models = sorted(snap.cross_site)
+    sites = sorted({s for per_site in snap.cross_site.values() for s in per_site})
+    metrics = sorted({m for per_site in snap.cross_site.values() for v in per_site.values() for m in v},
+                     key=lambda m: (m != "loss", m))  # fmt: skip
+    lines = []
+    for metric in metrics:
+        rows = [[f"cross-site {metric}", *sites]]
+        for model in models:
+            rows.append([model, *(format_loss(snap.cross_site[model].get(s, {}).get(metric)) for s in sites)])
+        lines += ["", _format_table(rows)]
+    return lines
