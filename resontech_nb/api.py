@@ -42,12 +42,16 @@ def build_job(
     out: str | Path | None = None,
     executor: type | None = None,
     persistor: type | None = None,
+    initial_weights: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Validate the shards and write the NVFlare job folder; return its path (nothing is submitted)."""
+    """Validate the shards and write the NVFlare job folder; return its path (nothing is submitted).
+
+    ``initial_weights`` (a state_dict, e.g. pretrained weights) is where round 0 starts.
+    """
     training = as_config(TrainingConfig, training)
     federation = as_config(FederationConfig, federation)
     shard_set = _shard_set(shards, training)
-    return jobbuilder.build_job(spec, shard_set, training, federation, out, executor, persistor)
+    return jobbuilder.build_job(spec, shard_set, training, federation, out, executor, persistor, initial_weights)
 
 
 def submit(
@@ -59,14 +63,18 @@ def submit(
     config: ResonTechConfig | Mapping[str, Any] | None = None,
     executor: type | None = None,
     persistor: type | None = None,
+    initial_weights: Mapping[str, Any] | None = None,
 ) -> Job:
-    """Validate, build and submit; return the running ``Job`` without waiting for it."""
+    """Validate, build and submit; return the running ``Job`` without waiting for it.
+
+    ``initial_weights`` (a state_dict) is where round 0 starts; keys and shapes are checked first.
+    """
     training = as_config(TrainingConfig, training)
     federation = as_config(FederationConfig, federation)
     config = as_config(ResonTechConfig, config)
     runner = get_target(target, config)  # unknown target fails before anything is built
     shard_set = _shard_set(shards, training)
-    job_dir = jobbuilder.build_job(spec, shard_set, training, federation, None, executor, persistor)
+    job_dir = jobbuilder.build_job(spec, shard_set, training, federation, None, executor, persistor, initial_weights)
     built = BuiltJob(job_dir, dict(shard_set.shards), training, federation, spec.class_name)
     job = runner.submit(built)
     _remember(job.id, target, config)

@@ -238,6 +238,7 @@ class TrainingConfig(_Config):
     learning_rate: float = 0.001
     img_size: int = 224
     manifest_file: str = "manifest.ndjson"
+    val_fraction: float = 0.2
 
     def validate(self) -> None:
         self._require(self.num_classes >= 0, "num_classes must be >= 0 (0 infers it from the manifests)")
@@ -250,6 +251,10 @@ class TrainingConfig(_Config):
         self._require(
             bool(self.manifest_file) and "/" not in self.manifest_file and "\\" not in self.manifest_file,
             f"manifest_file must be a file name at the shard's root, got {self.manifest_file!r}",
+        )
+        self._require(
+            0 <= self.val_fraction < 1,
+            f"val_fraction must be at least 0 and below 1 (e.g. 0.2), got {self.val_fraction}",
         )
 
 
@@ -264,6 +269,9 @@ class FederationConfig(_Config):
     wait_time_after_min_received: int = 10
     heart_beat_timeout: int = 600
     job_name: str = "rt_job"
+    train_timeout: int = 6000
+    select_metric: str = ""
+    cross_site_eval: bool = False
 
     def validate(self) -> None:
         self._require(self.num_rounds >= 1, f"num_rounds must be >= 1, got {self.num_rounds}")
@@ -279,6 +287,21 @@ class FederationConfig(_Config):
             _JOB_NAME.match(self.job_name) is not None,
             f"job_name {self.job_name!r} must be 1-64 letters, digits, '_', '.' or '-'",
         )
+        self._require(
+            self.train_timeout >= 1,
+            f"train_timeout must be >= 1 second (a site that does not answer a round within it fails that round), "
+            f"got {self.train_timeout}",
+        )
+        self._require(
+            self.select_metric == "" or re.fullmatch(r"[A-Za-z_][\w.-]{0,63}", self.select_metric) is not None,
+            f"select_metric {self.select_metric!r} must be a validation metric name such as 'accuracy' or 'loss' "
+            "(or empty for no model selection)",
+        )
+
+    @property
+    def select_higher(self) -> bool:
+        """Whether a higher ``select_metric`` is better (lower when the name ends in ``loss``)."""
+        return not self.select_metric.lower().endswith("loss")
 
 
 def as_config(cls: type[C], value: C | Mapping[str, Any] | None) -> C:

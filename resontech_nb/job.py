@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import JobFailedError
-from .records import RoundRecord, history_rows
+from .errors import JobFailedError, JobNotFoundError
+from .records import RoundRecord, history_rows, participation_notes
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -32,6 +32,7 @@ FINAL_STATES = (FINISHED, FAILED, ABORTED)
 class JobState:
     status: str
     error: str | None = None
+    note: str | None = None  # something a finished job wants the user to know, e.g. a site it lost
 
 
 def jobs_home() -> Path:
@@ -103,6 +104,16 @@ class Job(ABC):
         return self.refresh().error
 
     @property
+    def notes(self) -> list[str]:
+        """What went wrong without failing the job: sites that failed or dropped out, a metric never reported."""
+        state = self.refresh()
+        notes = [state.note] if state.note else []
+        notes += participation_notes(self._rounds)
+        if self._evaluation.get("error"):
+            notes.append(str(self._evaluation["error"]))
+        return notes
+
+    @property
     def done(self) -> bool:
         return self.status in FINAL_STATES
 
@@ -148,6 +159,11 @@ class Job(ABC):
         if status != FINISHED:
             detail = f": {self._state.error}" if self._state.error else ""
             raise JobFailedError(f"job {self.id} ended {status} and has no result{detail}")
+        if which == "best" and self.best_round is None:
+            reason = self._evaluation.get("error") or (
+                "no best model was kept: set FederationConfig.select_metric to a validation metric (e.g. 'accuracy')"
+            )
+            raise JobNotFoundError(f"job {self.id}: {reason}")
         if which not in self._results:
             self._results[which] = self._fetch_result(which)
         return self._results[which]

@@ -14,6 +14,7 @@ mode and on a production deployment (whose sites need bring-your-own-code rights
 
 from __future__ import annotations
 
+import ast
 import inspect
 import json
 import logging
@@ -21,6 +22,7 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,13 +37,27 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 JOBCODE_DIR = Path(__file__).parent / "jobcode"
-JOBCODE_FILES = ("rt_executor.py", "rt_persistor.py", "rt_recorder.py", "rt_manifest.py", "rt_default_train.py")
+JOBCODE_FILES = (
+    "rt_executor.py",
+    "rt_checks.py",
+    "rt_persistor.py",
+    "rt_recorder.py",
+    "rt_evaluation.py",
+    "rt_guard.py",
+    "rt_locator.py",
+    "rt_manifest.py",
+    "rt_default_train.py",
+)
+INITIAL_WEIGHTS_FILE = "initial_weights.pt"
+EVALUATE_FN = "fl_evaluate_model"
 APP = "app"
 SAG = "nvflare.app_common.workflows.scatter_and_gather.ScatterAndGather"
 AGGREGATOR = "nvflare.app_common.aggregators.intime_accumulate_model_aggregator.InTimeAccumulateWeightedAggregator"
 SHAREABLE_GENERATOR = (
     "nvflare.app_common.shareablegenerators.full_model_shareable_generator.FullModelShareableGenerator"
 )
+GLOBAL_MODEL_EVAL = "nvflare.app_common.workflows.global_model_eval.GlobalModelEval"
+CROSS_SITE_EVAL = "nvflare.app_common.workflows.cross_site_model_eval.CrossSiteModelEval"
 
 
 def build_job(
@@ -52,8 +68,13 @@ def build_job(
     out: str | Path | None = None,
     executor: type | None = None,
     persistor: type | None = None,
+    initial_weights: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write the job folder for ``spec`` trained on ``shards`` (a validated ``ShardSet``); return its path."""
+    """Write the job folder for ``spec`` trained on ``shards`` (a validated ``ShardSet``); return its path.
+
+    ``initial_weights`` (a state_dict) is where round 0 starts; it is checked against the model and
+    shipped inside the job.
+    """
     training = as_config(TrainingConfig, training)
     federation = as_config(FederationConfig, federation)
     if federation.min_clients > len(shards.shards):
@@ -67,6 +88,18 @@ def build_job(
         raise JobBuildError(
             f"model_def.py does not compile (line {exc.lineno}: {exc.msg}): re-run the %%fl_model cell"
         ) from None
+    evaluates = defines_name(spec.source, EVALUATE_FN)
+    if federation.cross_site_eval and not evaluates:
+        raise JobBuildError(
+            "cross_site_eval needs fl_evaluate_model: define def fl_evaluate_model(payload) in the %%fl_model cell "
+            "(or use the default training loop, which has one)"
+        )
+    if federation.select_metric and not evaluates:
+        raise JobBuildError(
+            f"select_metric={federation.select_metric!r} needs validation: define def fl_evaluate_model(payload) "
+            "in the %%fl_model cell, or leave select_metric empty"
+        )
+    checked_weights = None if initial_weights is None else initial_weights_for(spec, initial_weights)
 
     job_dir = _prepare_out(out, federation.job_name)
     custom = job_dir / APP / "custom"
@@ -92,6 +125,11 @@ def build_job(
         executor_path = _ship_component(executor, "nvflare.apis.executor.Executor", custom)
         executor_args = _accepted_args(executor, executor_args)
     persistor_path, persistor_args = "rt_persistor.RTModelPersistor", dict(standard_args)
+    if checked_weights is not None:
+        import torch
+
+        torch.save(checked_weights, custom / INITIAL_WEIGHTS_FILE)
+        persistor_args["initial_weights"] = INITIAL_WEIGHTS_FILE
     if persistor is not None:
         persistor_path = _ship_component(
             persistor, "nvflare.app_common.abstract.model_persistor.ModelPersistor", custom
@@ -99,7 +137,8 @@ def build_job(
         persistor_args = _accepted_args(persistor, persistor_args)
 
     _write_json(job_dir / "meta.json", _meta(federation))
-    _write_json(config_dir / "config_fed_server.json", _server_config(federation, persistor_path, persistor_args))
+    server = _server_config(federation, persistor_path, persistor_args, evaluates)
+    _write_json(config_dir / "config_fed_server.json", server)
     _write_json(config_dir / "config_fed_client.json", _client_config(executor_path, executor_args))
     log.info("built NVFlare job %s at %s", federation.job_name, job_dir)
     return job_dir
@@ -144,43 +183,69 @@ def _meta(federation: FederationConfig) -> dict[str, Any]:
     }
 
 
-def _server_config(federation: FederationConfig, persistor_path: str, persistor_args: dict) -> dict[str, Any]:
+def _server_config(
+    federation: FederationConfig, persistor_path: str, persistor_args: dict, evaluates: bool
+) -> dict[str, Any]:
+    recorder_args = {
+        "min_clients": federation.min_clients,
+        "train_timeout": federation.train_timeout,
+        "select_metric": federation.select_metric,
+        "higher_is_better": federation.select_higher,
+        "cross_site_eval": federation.cross_site_eval,
+    }
+    components = [
+        {"id": "persistor", "path": persistor_path, "args": persistor_args},
+        {"id": "shareable_generator", "path": SHAREABLE_GENERATOR, "args": {}},
+        # Weighted by each result's NUM_STEPS_CURRENT_ROUND, i.e. the sample count fl_train_model returned.
+        {"id": "aggregator", "path": AGGREGATOR, "args": {"expected_data_kind": "WEIGHTS"}},
+        {"id": "rt_recorder", "path": "rt_recorder.RoundRecorder", "args": recorder_args},
+    ]
+    workflows = [
+        {
+            "id": "scatter_and_gather",
+            "path": SAG,
+            "args": {
+                "min_clients": federation.min_clients,
+                "num_rounds": federation.num_rounds,
+                "start_round": 0,
+                "wait_time_after_min_received": federation.wait_time_after_min_received,
+                "aggregator_id": "aggregator",
+                "persistor_id": "persistor",
+                "shareable_generator_id": "shareable_generator",
+                "train_task_name": "train",
+                "train_timeout": federation.train_timeout,
+            },
+        }
+    ]
+    if evaluates:  # the final global model (and with cross_site_eval each site's) is evaluated on every site
+        components.append({"id": "model_locator", "path": "rt_locator.RTModelLocator", "args": {}})
+        args: dict[str, Any] = {"model_locator_id": "model_locator", "validation_timeout": federation.train_timeout}
+        if federation.cross_site_eval:
+            args["submit_model_timeout"] = federation.train_timeout
+        workflows.append(
+            {
+                "id": "cross_site_eval" if federation.cross_site_eval else "global_model_eval",
+                "path": CROSS_SITE_EVAL if federation.cross_site_eval else GLOBAL_MODEL_EVAL,
+                "args": args,
+            }
+        )
     return {
         "format_version": 2,
         "server": {"heart_beat_timeout": federation.heart_beat_timeout},
         "task_data_filters": [],
-        "task_result_filters": [],
-        "components": [
-            {"id": "persistor", "path": persistor_path, "args": persistor_args},
-            {"id": "shareable_generator", "path": SHAREABLE_GENERATOR, "args": {}},
-            # Weighted by each result's NUM_STEPS_CURRENT_ROUND, i.e. the sample count fl_train_model returned.
-            {"id": "aggregator", "path": AGGREGATOR, "args": {"expected_data_kind": "WEIGHTS"}},
-            {"id": "rt_recorder", "path": "rt_recorder.RoundRecorder", "args": {}},
-        ],
-        "workflows": [
-            {
-                "id": "scatter_and_gather",
-                "path": SAG,
-                "args": {
-                    "min_clients": federation.min_clients,
-                    "num_rounds": federation.num_rounds,
-                    "start_round": 0,
-                    "wait_time_after_min_received": federation.wait_time_after_min_received,
-                    "aggregator_id": "aggregator",
-                    "persistor_id": "persistor",
-                    "shareable_generator_id": "shareable_generator",
-                    "train_task_name": "train",
-                    "train_timeout": 0,
-                },
-            }
-        ],
+        # A site's update that does not fit the global model (keys, shapes, NaN) never reaches the aggregator.
+        "task_result_filters": [{"tasks": ["train"], "filters": [{"path": "rt_guard.UpdateGuard", "args": {}}]}],
+        "components": components,
+        "workflows": workflows,
     }
 
 
 def _client_config(executor_path: str, executor_args: dict) -> dict[str, Any]:
     return {
         "format_version": 2,
-        "executors": [{"tasks": ["train"], "executor": {"path": executor_path, "args": executor_args}}],
+        "executors": [
+            {"tasks": ["train", "validate", "submit_model"], "executor": {"path": executor_path, "args": executor_args}}
+        ],
         "task_result_filters": [],
         "task_data_filters": [],
         "components": [],
@@ -188,6 +253,43 @@ def _client_config(executor_path: str, executor_args: dict) -> dict[str, Any]:
 
 
 # -- helpers -----------------------------------------------------------------------
+
+
+def defines_name(source: str, name: str) -> bool:
+    """Whether ``source`` binds ``name`` at module level (def, assignment or import)."""
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            return True
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any((alias.asname or alias.name.split(".")[0]) == name for alias in node.names):
+                return True
+    return False
+
+
+def initial_weights_for(spec: ModelSpec, weights: Mapping[str, Any]) -> dict[str, Any]:
+    """``weights`` as the model's own dtypes, after checking keys and shapes against the model."""
+    import torch
+
+    from .jobcode import rt_checks
+
+    if not isinstance(weights, Mapping) or not weights:
+        raise JobBuildError(
+            f"initial_weights must be a state_dict (a dict of tensors), got {type(weights).__name__}: "
+            "pass model.state_dict()"
+        )
+    try:
+        state = spec.load_class()().state_dict()
+    except Exception as exc:
+        raise JobBuildError(f"cannot build {spec.class_name} to check initial_weights: {exc}") from None
+    problem = rt_checks.update_problem(weights, rt_checks.reference_of(state, with_dtypes=False), who="initial_weights")
+    if problem:
+        problem = problem.replace("weights", "initial_weights", 1)
+        raise JobBuildError(f"initial_weights do not fit {spec.class_name}: {problem}")
+    return {k: torch.as_tensor(weights[k]).detach().to("cpu", state[k].dtype).clone() for k in state}
 
 
 def _prepare_out(out: str | Path | None, job_name: str) -> Path:

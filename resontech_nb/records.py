@@ -180,3 +180,40 @@ def history_rows(records: Iterable[RoundRecord]) -> list[dict[str, Any]]:
                 row["validation_error"] = client.validation_error
             rows.append(row)
     return rows
+
+
+def _spans(numbers: list[int]) -> str:
+    """[1, 2, 3, 5] -> "1-3, 5"."""
+    spans: list[list[int]] = []
+    for n in sorted(numbers):
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def participation_notes(records: Iterable[RoundRecord]) -> list[str]:
+    """One line per site that failed or was absent in some round (rounds shown from 1), with its last error."""
+    failed: dict[str, list[int]] = {}
+    absent: dict[str, list[int]] = {}
+    errors: dict[str, str] = {}
+    for record in records:
+        for name, client in record.clients.items():
+            if client.status == FAILED:
+                failed.setdefault(name, []).append(record.round + 1)
+                if client.error:
+                    errors[name] = client.error
+            elif client.status == ABSENT:
+                absent.setdefault(name, []).append(record.round + 1)
+    notes = []
+    for name in sorted(set(failed) | set(absent)):
+        parts = []
+        if name in failed:
+            word = "round" if len(failed[name]) == 1 else "rounds"
+            parts.append(f"failed {word} {_spans(failed[name])}" + (f" ({errors[name]})" if name in errors else ""))
+        if name in absent:
+            word = "round" if len(absent[name]) == 1 else "rounds"
+            parts.append(f"was absent from {word} {_spans(absent[name])}")
+        notes.append(f"{name} " + " and ".join(parts))
+    return notes

@@ -31,3 +31,15 @@ class PlusOneExecutor(Executor):
         weights = {k: v + self.increment for k, v in incoming.data.items()}
         meta = {MetaKey.NUM_STEPS_CURRENT_ROUND: 1, "rt_samples": 1, "rt_loss": 0.5}
         return DXO(DataKind.WEIGHTS, data=weights, meta=meta).to_shareable()
+
+
+class WrongShapeExecutor(Executor):
+    """A hand-written executor that sends a bias of the wrong shape: only the server can catch it."""
+
+    def execute(self, task_name, shareable, fl_ctx, abort_signal):
+        if task_name != "train":
+            return make_reply(ReturnCode.TASK_UNKNOWN)
+        weights = dict(from_shareable(shareable).data)
+        weights["b"] = weights["b"][:2]
+        meta = {MetaKey.NUM_STEPS_CURRENT_ROUND: 1, "rt_samples": 1, "rt_loss": 0.5}
+        return DXO(DataKind.WEIGHTS, data=weights, meta=meta).to_shareable()

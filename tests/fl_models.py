@@ -48,3 +48,73 @@ def slow_train(payload):
 def zero_samples_train(payload):
     """Breaks the training contract: FedAvg cannot weigh a site that trained on nothing."""
     return {"weights": payload["initial_weights"], "samples": 0}
+
+
+# -- evaluation: metrics whose weighted means are known ------------------------------------------------
+
+EVAL_SAMPLES = {"site-1": 1, "site-2": 2, "site-3": 7}
+
+
+def site_number(payload):
+    return int(payload["site_name"].rsplit("-", 1)[1])
+
+
+def metric_train(payload):
+    """delta_train that also reports an accuracy of k / 10 and a non-numeric note (dropped)."""
+    out = delta_train(payload)
+    out["metrics"].update({"accuracy": site_number(payload) / 10, "note": "not a number"})
+    return out
+
+
+def delta_evaluate(payload):
+    """Scores the model by its mean weight: ``mean_w``, ``score`` (k x mean_w) and ``dist_loss`` (|mean_w - 5|)."""
+    mean_w = float(payload["weights"]["w"].double().mean())
+    return {
+        "metrics": {"mean_w": mean_w, "score": site_number(payload) * mean_w, "dist_loss": abs(mean_w - 5.0)},
+        "samples": EVAL_SAMPLES[payload["site_name"]],
+    }
+
+
+def flaky_evaluate(payload):
+    """delta_evaluate, but site-2 cannot evaluate round 0's global model (the first one)."""
+    if payload["site_name"] == "site-2" and payload["round"] == 0:
+        raise RuntimeError("validation data of site-2 is locked")
+    return delta_evaluate(payload)
+
+
+# -- guards: results that must never reach the global model --------------------------------------------
+
+
+def wrong_shape_train(payload):
+    """site-2 returns a weight of the wrong shape; the others train as delta_train."""
+    out = delta_train(payload)
+    if payload["site_name"] == "site-2":
+        out["weights"]["b"] = torch.zeros(5)
+    return out
+
+
+def nan_train(payload):
+    """site-3 diverges in its second round."""
+    out = delta_train(payload)
+    if payload["site_name"] == "site-3" and payload["round"] == 1:
+        out["weights"]["w"] = out["weights"]["w"] * float("nan")
+    return out
+
+
+def hanging_train(payload):
+    """site-2 hangs in its second round (far longer than the test's train_timeout)."""
+    if payload["site_name"] == "site-2" and payload["round"] == 1:
+        time.sleep(40)
+    return delta_train(payload)
+
+
+class SmallConvNet(nn.Module):
+    """A small CNN for the synthetic 16 x 16 images (4 classes): the default loop's test model."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
+
+    def forward(self, x):
+        return self.head(self.features(x))

@@ -24,6 +24,7 @@ from resontech_nb.datasets import make_synthetic_shards  # noqa: E402
 
 NUM_CLASSES = 4
 IMG = 16
+TRAIN_ROWS = 48 - round(48 * 0.2)  # the default val_fraction holds out a fifth of an unmarked shard
 
 
 class TinyNet(nn.Module):
@@ -83,7 +84,7 @@ def test_default_training_lowers_the_loss(shards: dict[str, Path], kind: str) ->
     torch.manual_seed(0)
     result = rt_default_train.default_train_model(TinyNet, payload(shards[kind]))
     metrics = result["metrics"]
-    assert result["samples"] == 48
+    assert result["samples"] == TRAIN_ROWS
     assert metrics["loss"] < metrics["first_epoch_loss"]
     assert 0.0 <= metrics["accuracy"] <= 1.0
     model = TinyNet()
@@ -96,7 +97,7 @@ def test_multi_label_is_inferred_when_not_given(shards: dict[str, Path]) -> None
     p = payload(shards["multi"], local_epochs=1)
     del p["hyperparams"]["num_classes"]  # 0 / missing: inferred from the shard
     result = rt_default_train.default_train_model(TinyNet, p)
-    assert result["samples"] == 48 and result["metrics"]["loss"] > 0
+    assert result["samples"] == TRAIN_ROWS and result["metrics"]["loss"] > 0
 
 
 def test_initial_weights_are_loaded_before_training(shards: dict[str, Path]) -> None:
@@ -177,4 +178,57 @@ print("samples", out["samples"])
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "samples 48" in done.stdout
+    assert f"samples {TRAIN_ROWS}" in done.stdout
+
+
+# -- validation rows and the default evaluation -------------------------------------------------------
+
+
+def rows(*splits: str) -> list[rt_manifest.Sample]:
+    return [
+        rt_manifest.Sample(id=f"s{i}", uri=f"file://{i}.png", y=(0,), meta={"split": split} if split else {})
+        for i, split in enumerate(splits)
+    ]
+
+
+def test_rows_marked_val_validate_and_test_rows_are_left_out() -> None:
+    train, val = rt_default_train.split_samples(rows("", "val", "train", "test", "Validation", ""), 0.5)
+    assert [s.id for s in train] == ["s0", "s2", "s5"]
+    assert [s.id for s in val] == ["s1", "s4"]
+
+
+def test_unmarked_shard_holds_out_the_same_fraction_whatever_the_order() -> None:
+    samples = rows(*[""] * 20)
+    train, val = rt_default_train.split_samples(samples, 0.25)
+    assert len(val) == 5 and len(train) == 15
+    _, val_reversed = rt_default_train.split_samples(list(reversed(samples)), 0.25)
+    assert {s.id for s in val} == {s.id for s in val_reversed}
+    assert rt_default_train.split_samples(samples, 0.0) == (samples, [])
+    assert rt_default_train.split_samples(rows(""), 0.5) == (rows(""), [])  # one row: it trains
+
+
+def test_default_evaluation_scores_the_given_weights_on_the_held_out_rows(shards: dict[str, Path]) -> None:
+    torch.manual_seed(0)
+    start = TinyNet().state_dict()
+    p = payload(shards["single"], local_epochs=4)
+    p["initial_weights"] = start
+    trained = rt_default_train.default_train_model(TinyNet, p)
+
+    def evaluate(weights: dict) -> dict:
+        q = payload(shards["single"])
+        del q["initial_weights"]
+        q["weights"] = weights
+        return rt_default_train.default_evaluate_model(TinyNet, q)
+
+    before, after = evaluate(start), evaluate(trained["weights"])
+    assert before["samples"] == after["samples"] == 48 - TRAIN_ROWS
+    assert set(after["metrics"]) == {"loss", "accuracy"}
+    assert after["metrics"]["loss"] < before["metrics"]["loss"]
+    assert after["metrics"]["accuracy"] >= before["metrics"]["accuracy"]
+    assert evaluate(trained["weights"]) == after  # evaluation is deterministic
+
+
+def test_no_validation_rows_means_no_validation(shards: dict[str, Path]) -> None:
+    q = payload(shards["single"], val_fraction=0.0)
+    q["weights"] = TinyNet().state_dict()
+    assert rt_default_train.default_evaluate_model(TinyNet, q) is None

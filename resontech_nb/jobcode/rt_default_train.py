@@ -1,9 +1,14 @@
-"""The default ``fl_train_model``: trains an image classifier on one shard through its manifest.
+"""The default ``fl_train_model`` and ``fl_evaluate_model``: an image classifier on one shard.
 
 Shipped inside every job's ``custom/`` folder and imported there as the top-level module
 ``rt_default_train``; needs only the standard library, torch, numpy, Pillow and ``rt_manifest``.
-The job's ``model_def.py`` calls ``default_train_model(Net, payload)`` when the notebook cell
-defines no ``fl_train_model`` of its own.
+The job's ``model_def.py`` calls ``default_train_model(Net, payload)`` (and
+``default_evaluate_model(Net, payload)``) when the notebook cell defines no function of its own.
+
+Which rows validate: manifest rows whose ``meta.split`` is ``"val"`` (or ``"valid"``, ``"validation"``)
+are held out from training and used for validation; rows marked ``"test"`` are used for neither. A
+shard without such rows holds out a deterministic ``val_fraction`` of its rows, chosen by a hash of
+each row's id, so every round and every run picks the same ones.
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ DEFAULTS: dict[str, Any] = {
     "learning_rate": 0.001,
     "img_size": 224,
     "manifest_file": rt_manifest.MANIFEST_FILE,
+    "val_fraction": 0.2,
 }
+VALIDATION_SPLITS = frozenset({"val", "valid", "validation"})
+TEST_SPLITS = frozenset({"test"})
 
 
 def _as_tensors(weights: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -50,6 +58,25 @@ def _device(requested: Any) -> torch.device:
 def shuffle_seed(round_number: int, site_name: str) -> int:
     """A stable seed per (round, site): the same job shuffles the same way when run again."""
     return zlib.crc32(f"{site_name}:{round_number}".encode())
+
+
+def split_samples(
+    samples: list[rt_manifest.Sample], val_fraction: float
+) -> tuple[list[rt_manifest.Sample], list[rt_manifest.Sample]]:
+    """(training rows, validation rows) of a shard; see the module docstring for the rule."""
+    def split_of(sample: rt_manifest.Sample) -> str:
+        return str((sample.meta or {}).get("split", "")).strip().lower()
+
+    marked = [s for s in samples if split_of(s) in VALIDATION_SPLITS]
+    usable = [s for s in samples if split_of(s) not in TEST_SPLITS]
+    if marked:
+        return [s for s in usable if split_of(s) not in VALIDATION_SPLITS], marked
+    if val_fraction <= 0 or len(usable) < 2:
+        return usable, []
+    count = min(len(usable) - 1, max(1, round(len(usable) * val_fraction)))
+    by_hash = sorted(usable, key=lambda s: (zlib.crc32(s.id.encode()), s.id))
+    held_out = {s.id for s in by_hash[:count]}
+    return [s for s in usable if s.id not in held_out], [s for s in usable if s.id in held_out]
 
 
 def _check_output(output: torch.Tensor, num_classes: int) -> None:
@@ -103,75 +130,151 @@ def _train_epochs(
     return history
 
 
-def default_train_model(model_cls: type[nn.Module], payload: Mapping[str, Any]) -> dict[str, Any]:
-    """Train ``model_cls`` on the shard in ``payload['data_path']``; return weights, samples and metrics.
+class _ShardData:
+    """The shard of one payload: its rows split into training and validation, with the label layout."""
 
-    Weights are loaded before ``model.train()``. Single-label data uses CrossEntropyLoss, multi-label
-    data BCEWithLogitsLoss; the optimizer is Adam. ``metrics`` holds the last epoch's mean loss and
-    accuracy (per label for multi-label data) and the first epoch's loss as ``first_epoch_loss``.
-    """
-    hp = {**DEFAULTS, **dict(payload.get("hyperparams") or {})}
-    data_path = payload.get("data_path")
-    if not data_path:
-        raise ValueError("payload['data_path'] is empty: the executor must pass the extracted shard folder")
-    round_number = int(payload.get("round") or 0)
-    site_name = str(payload.get("site_name") or "site")
-    num_classes = int(hp["num_classes"] or 0)
-    batch_size = int(hp["batch_size"])
+    def __init__(self, payload: Mapping[str, Any]) -> None:
+        hp = {**DEFAULTS, **dict(payload.get("hyperparams") or {})}
+        data_path = payload.get("data_path")
+        if not data_path:
+            raise ValueError("payload['data_path'] is empty: the executor must pass the extracted shard folder")
+        self.hp = hp
+        self.data_path = data_path
+        self.round = int(payload.get("round") or 0)
+        self.site = str(payload.get("site_name") or "site")
+        self.batch_size = int(hp["batch_size"])
+        self.device = _device(payload.get("device"))
+        manifest = hp["manifest_file"] or rt_manifest.MANIFEST_FILE
+        num_classes = int(hp["num_classes"] or 0)
+        samples = rt_manifest.read_manifest(data_path, manifest, num_classes)
+        if not samples:
+            raise rt_manifest.ManifestError(
+                f"the shard of {self.site} has no samples ({manifest} is empty): "
+                "add samples to it or leave this site out"
+            )
+        self.num_classes = num_classes or rt_manifest.infer_num_classes([samples])
+        multi_label = hp.get("multi_label")
+        self.multi_label = rt_manifest.is_multi_label(samples) if multi_label is None else bool(multi_label)
+        self.train_rows, self.val_rows = split_samples(samples, float(hp.get("val_fraction") or 0.0))
 
-    model = model_cls()
-    weights = payload.get("initial_weights")
-    if weights:
-        model.load_state_dict(_as_tensors(weights))  # before train(): the guide's pitfall
-    device = _device(payload.get("device"))
-
-    samples = rt_manifest.read_manifest(data_path, hp["manifest_file"] or rt_manifest.MANIFEST_FILE, num_classes)
-    if not samples:
-        raise rt_manifest.ManifestError(
-            f"the shard of {site_name} has no samples ({hp['manifest_file']} is empty): "
-            "add samples to it or leave this site out"
+    def loader(self, rows: list[rt_manifest.Sample], shuffle: bool) -> DataLoader:
+        dataset = rt_manifest.ManifestDataset(
+            self.data_path, rows, self.num_classes, int(self.hp["img_size"]), self.multi_label
         )
-    if num_classes <= 0:
-        num_classes = rt_manifest.infer_num_classes([samples])
-    multi_label = hp.get("multi_label")
-    multi_label = rt_manifest.is_multi_label(samples) if multi_label is None else bool(multi_label)
+        generator = torch.Generator()
+        generator.manual_seed(shuffle_seed(self.round, self.site))
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=generator if shuffle else None,
+            num_workers=0,
+            pin_memory=self.device.type == "cuda",
+        )
 
-    dataset = rt_manifest.ManifestDataset(data_path, samples, num_classes, int(hp["img_size"]), multi_label)
-    generator = torch.Generator()
-    generator.manual_seed(shuffle_seed(round_number, site_name))
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        generator=generator,
-        num_workers=0,
-        pin_memory=device.type == "cuda",
-    )
+    def out_of_memory(self) -> RuntimeError:
+        return RuntimeError(
+            f"CUDA out of memory with batch_size={self.batch_size}: lower batch_size in TrainingConfig "
+            f"(e.g. %fl_submit --batch-size {max(1, self.batch_size // 2)})"
+        )
 
+
+def _model_with(model_cls: type[nn.Module], weights: Any) -> nn.Module:
+    model = model_cls()
+    if weights:
+        model.load_state_dict(_as_tensors(weights))  # before train()/eval(): the guide's pitfall
+    return model
+
+
+def _release(model: nn.Module) -> None:
+    model.to("cpu")
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def default_train_model(model_cls: type[nn.Module], payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Train ``model_cls`` on the training rows of the shard in ``payload['data_path']``.
+
+    Returns weights, samples and metrics. Weights are loaded before ``model.train()``. Single-label data
+    uses CrossEntropyLoss, multi-label data BCEWithLogitsLoss; the optimizer is Adam. ``metrics`` holds the
+    last epoch's mean loss and accuracy (per label for multi-label data) and the first epoch's loss as
+    ``first_epoch_loss``.
+    """
+    data = _ShardData(payload)
+    if not data.train_rows:
+        raise rt_manifest.ManifestError(
+            f"the shard of {data.site} has no training rows (all are marked val or test): "
+            "leave some rows unmarked or marked 'train'"
+        )
+    model = _model_with(model_cls, payload.get("initial_weights"))
+    loader = data.loader(data.train_rows, shuffle=True)
     try:
-        model.to(device)
+        model.to(data.device)
         model.train()
         history = _train_epochs(
-            model, loader, device, int(hp["local_epochs"]), float(hp["learning_rate"]), num_classes, multi_label
+            model,
+            loader,
+            data.device,
+            int(data.hp["local_epochs"]),
+            float(data.hp["learning_rate"]),
+            data.num_classes,
+            data.multi_label,
         )
     except torch.cuda.OutOfMemoryError:
-        model.to("cpu")
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        raise RuntimeError(
-            f"CUDA out of memory with batch_size={batch_size}: lower batch_size in TrainingConfig "
-            f"(e.g. %fl_submit --batch-size {max(1, batch_size // 2)})"
-        ) from None
+        _release(model)
+        raise data.out_of_memory() from None
 
     last_loss, last_accuracy = history[-1]
-    log.info("%s round %d: %d samples, loss %.4f, accuracy %.3f", site_name, round_number, len(dataset),
+    log.info("%s round %d: %d samples, loss %.4f, accuracy %.3f", data.site, data.round, len(data.train_rows),
              last_loss, last_accuracy)
     return {
         "weights": {key: value.detach().to("cpu") for key, value in model.state_dict().items()},
-        "samples": len(dataset),
+        "samples": len(data.train_rows),
         "metrics": {
             "loss": float(last_loss),
             "accuracy": float(last_accuracy),
             "first_epoch_loss": float(history[0][0]),
         },
     }
+
+
+def default_evaluate_model(model_cls: type[nn.Module], payload: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Evaluate the global model ``payload['weights']`` on the shard's validation rows.
+
+    Returns ``{"metrics": {"loss", "accuracy"}, "samples": n}``, or None when the shard holds no
+    validation rows (``val_fraction`` 0 and none marked): the site then reports no validation.
+    """
+    data = _ShardData(payload)
+    if not data.val_rows:
+        return None
+    model = _model_with(model_cls, payload.get("weights"))
+    criterion: nn.Module = nn.BCEWithLogitsLoss(reduction="sum") if data.multi_label else nn.CrossEntropyLoss(
+        reduction="sum"
+    )
+    loss_sum, correct, counted = 0.0, 0.0, 0
+    try:
+        model.to(data.device)
+        model.eval()
+        with torch.no_grad():
+            checked = False
+            for images, targets in data.loader(data.val_rows, shuffle=False):
+                images = images.to(data.device, non_blocking=True)
+                targets = targets.to(data.device, non_blocking=True)
+                output = model(images)
+                if not checked:
+                    _check_output(output, data.num_classes)
+                    checked = True
+                batch_loss = float(criterion(output, targets))
+                if data.multi_label:
+                    loss_sum += batch_loss / data.num_classes
+                    correct += float(((output > 0).to(targets.dtype) == targets).float().sum())
+                    counted += targets.numel()
+                else:
+                    loss_sum += batch_loss
+                    correct += float((output.argmax(dim=1) == targets).sum())
+                    counted += images.shape[0]
+    except torch.cuda.OutOfMemoryError:
+        _release(model)
+        raise data.out_of_memory() from None
+    samples = len(data.val_rows)
+    return {"metrics": {"loss": loss_sum / samples, "accuracy": correct / max(counted, 1)}, "samples": samples}

@@ -1,8 +1,16 @@
-"""Client side of a resontech_nb job: calls ``model_def.fl_train_model`` once per round.
+"""Client side of a resontech_nb job: calls ``model_def.fl_train_model`` (and ``fl_evaluate_model``).
 
 Shipped in the job's ``custom/`` folder; plain NVFlare + torch, no resontech_nb import.
 Each site finds its shard through the ``shards`` map (site name -> ZIP path), the
 ``RESONTECH_SHARD`` environment variable, or ``<data_dir>/<site>.zip``.
+
+Tasks:
+- ``train``: evaluates the incoming global model first (when ``model_def`` has ``fl_evaluate_model``
+  and the model is the previous round's result), then trains. What it sends is checked against the
+  model's own state_dict (keys, shapes, dtypes, finite values); a failing check fails the round here.
+- ``validate``: evaluates a model the server sends (the final global model, or another site's in
+  cross-site evaluation) and returns its metrics.
+- ``submit_model``: returns this site's last local model (cross-site evaluation).
 """
 
 from __future__ import annotations
@@ -10,9 +18,11 @@ from __future__ import annotations
 import importlib
 import os
 import traceback
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import rt_checks
 import torch
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
 from nvflare.apis.executor import Executor
@@ -23,66 +33,46 @@ from nvflare.apis.signal import Signal
 from nvflare.app_common.app_constant import AppConstants
 
 ERROR_HEADER = "rt_error"
+EVALUATE_FN = "fl_evaluate_model"
 
 
-class TrainingContractError(RuntimeError):
-    """fl_train_model returned something FedAvg cannot use."""
-
-
-def to_numpy(state_dict: dict[str, Any]) -> dict[str, np.ndarray]:
+def to_numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Tensors as numpy arrays for NVFlare's wire format; CPU tensors share their memory (no copy)."""
     out = {}
     for key, value in state_dict.items():
         if isinstance(value, torch.Tensor):
-            out[key] = value.detach().cpu().numpy()
+            value = value.detach()
+            if value.device.type != "cpu":
+                value = value.cpu()
+            out[key] = value.numpy() if value.dtype != torch.bfloat16 else value.float().numpy()
         else:
             out[key] = np.asarray(value)
     return out
 
 
-def to_state_dict(weights: dict[str, Any], reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Numpy weights from the server as tensors with the model's own dtypes."""
+def to_state_dict(weights: Mapping[str, Any], reference: rt_checks.Reference) -> dict[str, torch.Tensor]:
+    """Numpy weights from the server as tensors with the model's own dtypes and shapes (no copy when they match)."""
     out = {}
     for key, value in weights.items():
         tensor = torch.as_tensor(np.asarray(value))
         if key in reference:
-            tensor = tensor.to(reference[key].dtype).reshape(reference[key].shape)
+            shape, dtype = reference[key]
+            if dtype is not None and tensor.dtype != dtype:
+                tensor = tensor.to(dtype)
+            if tuple(tensor.shape) != tuple(shape):
+                tensor = tensor.reshape(shape)
         out[key] = tensor
     return out
 
 
-def check_result(result: Any) -> tuple[dict[str, Any], int, dict[str, Any]]:
-    """Validate fl_train_model's return value; return (weights, samples, metrics)."""
-    if not isinstance(result, dict):
-        raise TrainingContractError(
-            f"fl_train_model returned {type(result).__name__}; return a dict with 'weights', 'samples' and 'metrics'"
-        )
-    weights = result.get("weights")
-    if not weights:
-        raise TrainingContractError("fl_train_model returned no 'weights': return {'weights': model.state_dict(), ...}")
-    samples = result.get("samples")
-    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples <= 0:
-        raise TrainingContractError(
-            f"fl_train_model returned samples={samples!r}: return the real number of training samples "
-            "(FedAvg weighs each site by it)"
-        )
-    metrics = result.get("metrics") or {}
-    if not isinstance(metrics, dict):
-        raise TrainingContractError("fl_train_model returned 'metrics' that is not a dict")
-    return dict(weights), int(samples), metrics
-
-
-def plain_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    out = {}
-    for key, value in metrics.items():
-        try:
-            out[str(key)] = float(value)
-        except (TypeError, ValueError):
-            continue
-    return out
+def error_reply(message: str, rc: str = ReturnCode.EXECUTION_EXCEPTION) -> Shareable:
+    reply = make_reply(rc)
+    reply.set_header(ERROR_HEADER, message[:2000])
+    return reply
 
 
 class RTTrainExecutor(Executor):
-    """Runs the notebook's ``fl_train_model(payload)`` for the ``train`` task."""
+    """Runs the notebook's ``fl_train_model(payload)`` for ``train`` and ``fl_evaluate_model`` for ``validate``."""
 
     def __init__(
         self,
@@ -92,7 +82,9 @@ class RTTrainExecutor(Executor):
         data_dir: str = "",
         hyperparams: dict[str, Any] | None = None,
         device: str = "",
-        train_task_name: str = "train",
+        train_task_name: str = AppConstants.TASK_TRAIN,
+        validate_task_name: str = AppConstants.TASK_VALIDATION,
+        submit_model_task_name: str = AppConstants.TASK_SUBMIT_MODEL,
     ) -> None:
         super().__init__()
         self.model_module = model_module
@@ -102,14 +94,31 @@ class RTTrainExecutor(Executor):
         self.hyperparams = dict(hyperparams or {})
         self.device = device
         self.train_task_name = train_task_name
+        self.validate_task_name = validate_task_name
+        self.submit_model_task_name = submit_model_task_name
         self._data_path: str | None = None
         self._module: Any = None
+        self._reference: dict[str, tuple[tuple[int, ...], Any]] | None = None
+        self._last_weights: dict[str, Any] | None = None
+        self._num_rounds = 0
 
     # -- helpers ---------------------------------------------------------------
     def _model_def(self) -> Any:
         if self._module is None:
             self._module = importlib.import_module(self.model_module)
         return self._module
+
+    def _model_reference(self) -> dict[str, tuple[tuple[int, ...], Any]]:
+        """Shapes and dtypes of the model's own state_dict, built once (on the meta device when it allows)."""
+        if self._reference is None:
+            model_cls = getattr(self._model_def(), self.model_class)
+            try:
+                with torch.device("meta"):
+                    state = model_cls().state_dict()
+            except Exception:  # a model whose __init__ needs real tensors
+                state = model_cls().state_dict()
+            self._reference = rt_checks.reference_of(state)
+        return self._reference
 
     def _shard_path(self, site: str) -> str:
         path = os.environ.get("RESONTECH_SHARD") or self.shards.get(site)
@@ -141,47 +150,101 @@ class RTTrainExecutor(Executor):
             return self.device
         return "cuda" if torch.cuda.is_available() else "cpu"
 
-    # -- the task ----------------------------------------------------------------
-    def execute(self, task_name: str, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:
-        if task_name != self.train_task_name:
-            return make_reply(ReturnCode.TASK_UNKNOWN)
+    def _payload(self, shareable: Shareable, fl_ctx: FLContext) -> dict[str, Any]:
         site = fl_ctx.get_identity_name()
+        return {
+            "data_path": self._extracted_shard(site, fl_ctx),
+            "round": int(shareable.get_header(AppConstants.CURRENT_ROUND) or 0),
+            "num_rounds": int(shareable.get_header(AppConstants.NUM_ROUNDS) or 0),
+            "site_name": site,
+            "hyperparams": dict(self.hyperparams),
+            "device": self._device(),
+        }
+
+    def _evaluate(self, weights: dict[str, torch.Tensor], payload: dict[str, Any]) -> tuple[dict, int] | None:
+        evaluate = getattr(self._model_def(), EVALUATE_FN, None)
+        if not callable(evaluate):
+            return None
+        return rt_checks.check_evaluation_result(evaluate({**payload, "weights": weights}))
+
+    def _failure(self, fl_ctx: FLContext, what: str, exc: Exception) -> str:
+        message = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, rt_checks.TrainingContractError):
+            message = str(exc)
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            batch = self.hyperparams.get("batch_size")
+            message = f"CUDA out of memory with batch_size={batch}: lower batch_size in TrainingConfig"
+        self.log_error(fl_ctx, f"{what} failed on {fl_ctx.get_identity_name()}: {message}\n{traceback.format_exc()}")
+        return message
+
+    # -- the tasks ---------------------------------------------------------------
+    def execute(self, task_name: str, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:
+        if task_name == self.train_task_name:
+            return self._train(shareable, fl_ctx, abort_signal)
+        if task_name == self.validate_task_name:
+            return self._validate(shareable, fl_ctx)
+        if task_name == self.submit_model_task_name:
+            return self._submit_model(fl_ctx)
+        return make_reply(ReturnCode.TASK_UNKNOWN)
+
+    def _train(self, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:
         current_round = shareable.get_header(AppConstants.CURRENT_ROUND)
+        meta: dict[str, Any] = {}
         try:
-            incoming = from_shareable(shareable)
-            module = self._model_def()
-            model_cls = getattr(module, self.model_class)
-            reference = model_cls().state_dict()
-            payload = {
-                "initial_weights": to_state_dict(incoming.data, reference),
-                "data_path": self._extracted_shard(site, fl_ctx),
-                "round": int(current_round or 0),
-                "num_rounds": int(shareable.get_header(AppConstants.NUM_ROUNDS) or 0),
-                "site_name": site,
-                "hyperparams": dict(self.hyperparams),
-                "device": self._device(),
-            }
+            reference = self._model_reference()
+            incoming = to_state_dict(from_shareable(shareable).data, reference)
+            payload = self._payload(shareable, fl_ctx)
+            self._num_rounds = payload["num_rounds"] or self._num_rounds
+            if payload["round"] > 0:  # the incoming model is the previous round's global model
+                meta.update(self._validation_meta(incoming, {**payload, "round": payload["round"] - 1}, fl_ctx))
             if abort_signal.triggered:
                 return make_reply(ReturnCode.TASK_ABORTED)
-            weights, samples, metrics = check_result(module.fl_train_model(payload))
+            result = self._model_def().fl_train_model({**payload, "initial_weights": incoming})
+            weights, samples, metrics = rt_checks.check_train_result(result, reference)
         except Exception as exc:  # reported to the server as this site's failed round
-            message = f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, torch.cuda.OutOfMemoryError):
-                batch = self.hyperparams.get("batch_size")
-                message = f"CUDA out of memory with batch_size={batch}: lower batch_size in TrainingConfig"
-            self.log_error(fl_ctx, f"round {current_round} failed on {site}: {message}\n{traceback.format_exc()}")
-            reply = make_reply(ReturnCode.EXECUTION_EXCEPTION)
-            reply.set_header(ERROR_HEADER, message[:2000])
+            message = self._failure(fl_ctx, f"round {current_round}", exc)
+            reply = error_reply(message)
+            for key, value in meta.items():  # the validation of the previous model still counts
+                reply.set_header(key, value)
             return reply
 
-        metrics = plain_metrics(metrics)
-        meta = {
-            MetaKey.NUM_STEPS_CURRENT_ROUND: samples,
-            "rt_samples": samples,
-            "rt_metrics": metrics,
-        }
+        metrics = rt_checks.plain_metrics(metrics)
+        meta.update({MetaKey.NUM_STEPS_CURRENT_ROUND: samples, "rt_samples": samples, "rt_metrics": metrics})
         if "loss" in metrics:
             meta["rt_loss"] = metrics["loss"]
-        self.log_info(fl_ctx, f"round {current_round} on {site}: {samples} samples, metrics {metrics}")
-        dxo = DXO(data_kind=DataKind.WEIGHTS, data=to_numpy(weights), meta=meta)
-        return dxo.to_shareable()
+        self._last_weights = weights
+        self.log_info(fl_ctx, f"round {current_round} on {payload['site_name']}: {samples} samples, metrics {metrics}")
+        return DXO(data_kind=DataKind.WEIGHTS, data=to_numpy(weights), meta=meta).to_shareable()
+
+    def _validation_meta(self, weights: dict[str, torch.Tensor], payload: dict[str, Any], fl_ctx: FLContext) -> dict:
+        """Evaluate the global model of ``payload['round']``; its failure fails only the validation."""
+        meta: dict[str, Any] = {"rt_validated_round": payload["round"]}
+        try:
+            evaluated = self._evaluate(weights, payload)
+        except Exception as exc:
+            meta["rt_validation_error"] = self._failure(fl_ctx, f"validation of round {payload['round']}", exc)
+            return meta
+        if evaluated is None:
+            return {}
+        meta["rt_validation"], meta["rt_validation_samples"] = evaluated
+        return meta
+
+    def _validate(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
+        owner = shareable.get_header(AppConstants.MODEL_OWNER) or "global model"
+        try:
+            weights = to_state_dict(from_shareable(shareable).data, self._model_reference())
+            payload = self._payload(shareable, fl_ctx)
+            # after training: the final global model (or a site's last local model) is the last round's
+            payload["num_rounds"] = payload["num_rounds"] or self._num_rounds
+            payload["round"] = max(payload["num_rounds"] - 1, 0)
+            evaluated = self._evaluate(weights, payload)
+        except Exception as exc:
+            return error_reply(self._failure(fl_ctx, f"validation of {owner}", exc))
+        metrics, samples = evaluated if evaluated is not None else ({}, 0)
+        self.log_info(fl_ctx, f"validated {owner} on {fl_ctx.get_identity_name()}: {metrics}")
+        return DXO(data_kind=DataKind.METRICS, data=metrics, meta={"rt_samples": samples}).to_shareable()
+
+    def _submit_model(self, fl_ctx: FLContext) -> Shareable:
+        if self._last_weights is None:
+            return error_reply(f"{fl_ctx.get_identity_name()} has no local model: it trained in no round")
+        return DXO(data_kind=DataKind.WEIGHTS, data=to_numpy(self._last_weights)).to_shareable()

@@ -29,6 +29,9 @@ from .base import BuiltJob, Target
 log = logging.getLogger(__name__)
 
 ROUNDS_FILE = "rounds.jsonl"
+STATUS_FILE = "rt_status.json"  # the server's word on how the run ended (jobcode/rt_recorder.py)
+EVALUATION_FILE = "evaluation.json"  # best round and cross-site results (jobcode/rt_evaluation.py)
+HANG_GRACE_S = 20.0  # the server ended the run; a simulator still up after this is stuck on a hung site
 SITE_FAILURE = re.compile(r"round (?P<round>\d+) failed on (?P<site>[\w.-]+): (?P<message>.*)")
 MODEL_FILES = {"final": "global_model.pt", "best": "best_model.pt"}
 _CHILDREN: dict[str, subprocess.Popen] = {}  # reaped by this process when it started them
@@ -136,17 +139,39 @@ class LocalJob(Job):
     def _poll(self) -> JobState:
         state = _read_state(self.state_dir)
         if state["status"] in (FINISHED, FAILED, ABORTED):
-            return JobState(state["status"], state.get("error"))
+            return JobState(state["status"], state.get("error"), state.get("note"))
+        server = self._server_status()
         if _process_alive(self.id, state):
-            return JobState(RUNNING)
-        records = self._fetch_rounds()
-        if len(records) >= self.num_rounds and self.model_path is not None:
-            final = JobState(FINISHED)
-        else:
-            final = JobState(FAILED, self._error_from_log() or f"simulator stopped after {len(records)} round(s)")
-        state.update(status=final.status, error=final.error, ended_at=time.time())
+            if not server or time.time() - float(server.get("at") or 0) < HANG_GRACE_S:
+                return JobState(RUNNING)
+            # The server's run is over, yet the simulator is still up: a site hangs in fl_train_model.
+            log.warning("job %s: the server ended the run but the simulator is still up; stopping it", self.id)
+            self._stop_processes(state)
+        final = self._final_state(server)
+        state.update(status=final.status, error=final.error, note=final.note, ended_at=time.time())
         _write_state(self.state_dir, state)
         return final
+
+    def _final_state(self, server: dict[str, Any]) -> JobState:
+        records = self._fetch_rounds()
+        if server.get("error"):
+            return JobState(FAILED, str(server["error"]))
+        if len(records) >= self.num_rounds and self.model_path is not None:
+            return JobState(FINISHED)
+        detail = self._error_from_log()
+        if detail:
+            return JobState(FAILED, detail)
+        return JobState(
+            FAILED,
+            f"NVFlare's simulator stopped after {len(records)} of {self.num_rounds} round(s) without an error "
+            f"in its log (was it killed from outside?); see {self.log_path}",
+        )
+
+    def _server_status(self) -> dict[str, Any]:
+        return _read_json(self._find(STATUS_FILE))
+
+    def _fetch_evaluation(self) -> dict[str, Any]:
+        return _read_json(self._find(EVALUATION_FILE))
 
     def _fetch_rounds(self) -> list[RoundRecord]:
         path = self._rounds_path or self._find(ROUNDS_FILE)
@@ -170,14 +195,17 @@ class LocalJob(Job):
             raise JobNotFoundError(f"job {self.id} finished but its global model is missing under {self.workspace}")
         return torch.load(path, map_location="cpu", weights_only=True)
 
-    def _abort(self) -> None:
-        state = _read_state(self.state_dir)
+    def _stop_processes(self, state: dict[str, Any]) -> None:
         stop_process_group(state["pid"], state.get("create_time"))
         for proc in processes_using(self.workspace):
             terminate(proc)
         child = _CHILDREN.pop(self.id, None)
         if child is not None:
             child.wait(timeout=10)
+
+    def _abort(self) -> None:
+        state = _read_state(self.state_dir)
+        self._stop_processes(state)
         state.update(status=ABORTED, error="aborted by the user", ended_at=time.time())
         _write_state(self.state_dir, state)
 
@@ -203,10 +231,6 @@ class LocalJob(Job):
             if " ERROR " in line or line.startswith(("Error", "Traceback")) or "Exception" in line:
                 return line.strip()[-500:]
         return None
-        for line in reversed(lines):
-            if " ERROR " in line or line.startswith(("Error", "Traceback")) or "Exception" in line:
-                return line.strip()[-500:]
-        return None
 
 
 # -- process helpers ---------------------------------------------------------------
@@ -218,6 +242,16 @@ def _state_path(state_dir: Path) -> Path:
 
 def _read_state(state_dir: Path) -> dict[str, Any]:
     return json.loads(_state_path(state_dir).read_text(encoding="utf-8"))
+
+
+def _read_json(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _write_state(state_dir: Path, state: dict[str, Any]) -> None:
