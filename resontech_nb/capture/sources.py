@@ -44,6 +44,7 @@ def namespace_of(obj: Any, fallback: Mapping[str, Any] | None = None) -> Mapping
 
 
 def methods(cls: type) -> Iterator[types.FunctionType]:
+    """The functions written in ``cls``'s body (not those a decorator such as @dataclass generated)."""
     for member in vars(cls).values():
         if isinstance(member, (staticmethod, classmethod)):
             member = member.__func__
@@ -51,7 +52,11 @@ def methods(cls: type) -> Iterator[types.FunctionType]:
             member = member.fget
         if isinstance(member, types.FunctionType):
             member = inspect.unwrap(member)
-            if isinstance(member, types.FunctionType) and member.__qualname__.startswith(cls.__qualname__ + "."):
+            if (
+                isinstance(member, types.FunctionType)
+                and member.__qualname__.startswith(cls.__qualname__ + ".")
+                and member.__code__.co_filename != "<string>"  # made by exec(), e.g. dataclass's __init__
+            ):
                 yield member
 
 
