@@ -490,6 +490,7 @@ def _parse_shape(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
     example = "give positive integers separated by commas, e.g. --input-shape 1,3,32,32"
+    text = text.strip().strip("'\"")  # IPython keeps the quotes of --input-shape "(1, 3)"
     body = text.strip().strip("()[]").strip()
     if not body:
         raise UsageError(f"--input-shape {text!r} is empty: {example}")
