@@ -76,7 +76,7 @@ TRAINED = {
     "pt_blitz_cifar10_net": (32, 10),
     "torchvision_style_resnet": (16, 10),
     "vit_einops": (16, 10),
-    "lstm_text_classifier": (16, 2),  # its own fl_train_model (token sequences)
+    "lstm_text_classifier": (16, 4),  # its own fl_train_model (token sequences; num_classes unused)
     "nanogpt_style_gpt": (16, 64),  # its own fl_train_model and fl_evaluate_model
 }
 
