@@ -282,3 +282,21 @@ def test_model_def_contract_for_evaluation(ip, tmp_path):
 
     default = capture(ns["Net"], namespace=ns)
     assert "def fl_evaluate_model(payload):\n    return default_evaluate_model(Net, payload)" in default.source
+
+
+def test_the_clean_process_stops_a_model_that_hangs_and_keeps_user_prints_out_of_its_protocol():
+    from resontech_nb.capture import clean_process
+
+    slow = "import time\nimport torch.nn as nn\n\n\nclass Slow(nn.Module):\n"
+    slow += "    def __init__(self):\n        time.sleep(60)\n"
+    with pytest.raises(PreflightError, match=r"took over 3 s in a clean process: make the class's __init__"):
+        clean_process.inspect_source(slow, "Slow", [], None, timeout=3)
+    chatty = (
+        "import sys\nimport torch.nn as nn\n\n\nclass Chatty(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        print('ready')\n        print('{}', file=sys.stderr)\n"
+        "        self.fc = nn.Linear(2, 3)\n\n"
+        "    def forward(self, x):\n        print('done')\n        return self.fc(x)\n"
+    )
+    fresh = clean_process.inspect_source(chatty, "Chatty", [], (1, 2))
+    assert fresh["ok"] and fresh["param_count"] == 9 and fresh["output_shape"] == [1, 3]
+    assert ["fc.weight", [3, 2]] in fresh["state"]
