@@ -63,9 +63,7 @@ def test_corpus_model_imports_in_a_fresh_process_with_the_notebooks_parameter_co
         f"m = model_def.{spec.class_name}()\n"
         "print(json.dumps([sum(p.numel() for p in m.parameters()), sorted(m.state_dict())]))"
     )
-    done = subprocess.run(
-        [sys.executable, "-I", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=180
-    )
+    done = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     count, keys = json.loads(done.stdout)
     assert count == expected and keys == sorted(notebook_model.state_dict())
