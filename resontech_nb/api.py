@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import jobbuilder
 from .config import FederationConfig, ResonTechConfig, TrainingConfig, as_config
-from .errors import JobNotFoundError
+from .errors import JobBuildError, JobNotFoundError
 from .job import Job, jobs_home
-from .targets import BuiltJob, get_target
+from .targets import BuiltJob, check_job_id, get_target
 
 if TYPE_CHECKING:  # pragma: no cover
     from .capture import ModelSpec
@@ -51,7 +52,27 @@ def build_job(
     training = as_config(TrainingConfig, training)
     federation = as_config(FederationConfig, federation)
     shard_set = _shard_set(shards, training)
-    return jobbuilder.build_job(spec, shard_set, training, federation, out, executor, persistor, initial_weights)
+    return _build(spec, shard_set, training, federation, out, executor, persistor, initial_weights)
+
+
+def _build(
+    spec: ModelSpec,
+    shard_set: ShardSet,
+    training: TrainingConfig,
+    federation: FederationConfig,
+    out: str | Path | None,
+    executor: type | None,
+    persistor: type | None,
+    initial_weights: Mapping[str, Any] | None = None,
+) -> Path:
+    try:
+        return jobbuilder.build_job(spec, shard_set, training, federation, out, executor, persistor, initial_weights)
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        raise JobBuildError(
+            f"cannot write the job folder{where} ({(exc.strerror or type(exc).__name__).lower()}): "
+            "choose a folder you can write"
+        ) from None
 
 
 def submit(
@@ -72,17 +93,23 @@ def submit(
     training = as_config(TrainingConfig, training)
     federation = as_config(FederationConfig, federation)
     config = as_config(ResonTechConfig, config)
+    jobs_home()  # an unwritable home fails before anything starts
     runner = get_target(target, config)  # unknown target fails before anything is built
+    runner.preflight()  # settings, login, endpoints, bucket
     shard_set = _shard_set(shards, training)
-    job_dir = jobbuilder.build_job(spec, shard_set, training, federation, None, executor, persistor, initial_weights)
-    built = BuiltJob(job_dir, dict(shard_set.shards), training, federation, spec.class_name)
-    job = runner.submit(built)
+    # The folder only lives until the target has copied or uploaded it: a failed submit leaves nothing.
+    with tempfile.TemporaryDirectory(prefix="rt_build_") as tmp:
+        out = Path(tmp) / federation.job_name
+        job_dir = _build(spec, shard_set, training, federation, out, executor, persistor, initial_weights)
+        built = BuiltJob(job_dir, dict(shard_set.shards), training, federation, spec.class_name)
+        job = runner.submit(built)
     _remember(job.id, target, config)
     return job
 
 
 def attach(job_id: str, target: str | None = None, config: ResonTechConfig | Mapping[str, Any] | None = None) -> Job:
     """A handle on an earlier job, e.g. after a kernel restart; ``target`` is looked up if not given."""
+    check_job_id(job_id)  # a path-like id never reaches the file system or a URL
     config = as_config(ResonTechConfig, config)
     if target is None:
         target = _recall(job_id).get("target", "local")
@@ -117,5 +144,8 @@ def _recall(job_id: str) -> dict[str, Any]:
     if not path.is_file():
         if (jobs_home() / "jobs" / job_id).is_dir():
             return {"target": "local"}
-        raise JobNotFoundError(f"job {job_id!r} was not submitted from this machine: pass target= to attach it")
+        raise JobNotFoundError(
+            f"no job {job_id!r} was submitted from this machine: check the id (api.list_jobs() lists them), "
+            "or pass target= for a job submitted elsewhere"
+        )
     return json.loads(path.read_text(encoding="utf-8"))

@@ -7,13 +7,14 @@ A target implements four small methods (``_poll``, ``_fetch_rounds``, ``_fetch_r
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import JobFailedError, JobNotFoundError
+from .errors import ConfigError, JobFailedError, JobNotFoundError
 from .records import RoundRecord, history_rows, participation_notes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,10 +36,29 @@ class JobState:
     note: str | None = None  # something a finished job wants the user to know, e.g. a site it lost
 
 
+_WRITABLE_HOMES: set[Path] = set()
+
+
 def jobs_home() -> Path:
-    """Where local job state lives (``$RESONTECH_NB_HOME``, default ``~/.resontech_nb``)."""
+    """Where local job state lives (``$RESONTECH_NB_HOME``, default ``~/.resontech_nb``).
+
+    Raises ``ConfigError`` when it is not a folder this process can write (checked once per path),
+    so nothing starts that could not record its state.
+    """
     home = Path(os.environ.get("RESONTECH_NB_HOME") or Path.home() / ".resontech_nb").expanduser()
-    home.mkdir(parents=True, exist_ok=True)
+    if home in _WRITABLE_HOMES and home.is_dir():
+        return home
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(prefix=".rt_probe-", dir=home):
+            pass
+    except OSError as exc:
+        reason = "it is a file" if home.is_file() else (exc.strerror or type(exc).__name__).lower()
+        raise ConfigError(
+            f"the jobs home {home} is not a writable folder ({reason}): "
+            "point RESONTECH_NB_HOME at a folder you can write, or unset it"
+        ) from None
+    _WRITABLE_HOMES.add(home)
     return home
 
 

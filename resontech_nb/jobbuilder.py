@@ -42,6 +42,7 @@ JOBCODE_FILES = (
     "rt_checks.py",
     "rt_persistor.py",
     "rt_recorder.py",
+    "rt_workflow.py",
     "rt_evaluation.py",
     "rt_guard.py",
     "rt_locator.py",
@@ -51,7 +52,7 @@ JOBCODE_FILES = (
 INITIAL_WEIGHTS_FILE = "initial_weights.pt"
 EVALUATE_FN = "fl_evaluate_model"
 APP = "app"
-SAG = "nvflare.app_common.workflows.scatter_and_gather.ScatterAndGather"
+SAG = "rt_workflow.RTScatterAndGather"  # NVFlare's ScatterAndGather; min_clients counts good answers
 AGGREGATOR = "nvflare.app_common.aggregators.intime_accumulate_model_aggregator.InTimeAccumulateWeightedAggregator"
 SHAREABLE_GENERATOR = (
     "nvflare.app_common.shareablegenerators.full_model_shareable_generator.FullModelShareableGenerator"

@@ -8,9 +8,11 @@
 from __future__ import annotations
 
 import ast
+import difflib
 import functools
 import getpass
 import logging
+import os
 import re
 import shlex
 import warnings
@@ -346,14 +348,16 @@ class FLMagics(Magics, Configurable):
     @_usage_errors
     def fl_submit(self, line: str) -> None:
         """Build the NVFlare job from ``fl_model`` and the shards, submit it and show the dashboard."""
-        args = parse_argstring(self.fl_submit, line)
+        args = _parse_line(self.fl_submit, line)
         spec = self.shell.user_ns.get(MODEL_VAR)
         if not isinstance(spec, ModelSpec):
             raise UsageError(f"no captured model: run a %%fl_model cell first (it binds {MODEL_VAR})")
         if not args.shards:
             raise UsageError("give the data with --shards PATH (a folder of shard ZIPs or one ZIP)")
         if not args.as_var.isidentifier():
-            raise UsageError(f"--as {args.as_var!r} is not a valid variable name")
+            raise UsageError(
+                f"--as {args.as_var!r} is not a valid variable name: use letters, digits and _, e.g. --as job1"
+            )
         changes: dict[str, dict[str, Any]] = {"training": {}, "federation": {}}
         for flag, (section, name) in SUBMIT_FLAGS.items():
             value = getattr(args, flag)
@@ -382,7 +386,7 @@ class FLMagics(Magics, Configurable):
     @_usage_errors
     def fl_status(self, line: str) -> None:
         """Print one line on the job: status, round k of N, latest global loss."""
-        args = parse_argstring(self.fl_status, line)
+        args = _parse_line(self.fl_status, line)
         print(self._job(args.job).summary())
 
     @line_magic
@@ -392,7 +396,7 @@ class FLMagics(Magics, Configurable):
     @_usage_errors
     def fl_dashboard(self, line: str) -> None:
         """Show the live dashboard of a job (also one submitted before a kernel restart)."""
-        args = parse_argstring(self.fl_dashboard, line)
+        args = _parse_line(self.fl_dashboard, line)
         self._job(args.job).dashboard(wait=args.wait)
 
     @line_magic
@@ -401,7 +405,7 @@ class FLMagics(Magics, Configurable):
     @_usage_errors
     def fl_abort(self, line: str) -> None:
         """Stop a running job and everything it started."""
-        args = parse_argstring(self.fl_abort, line)
+        args = _parse_line(self.fl_abort, line)
         job = self._job(args.job)
         job.abort()
         print(job.summary())
@@ -459,25 +463,24 @@ def _named_model_class(user_ns: dict[str, Any], name: str) -> type:
     """The class ``--name`` names, or a UsageError saying what ``name`` is instead."""
     import torch
 
+    value = user_ns.get(name)
+    if isinstance(value, type) and issubclass(value, torch.nn.Module):
+        return value
+    head = f"--name {name}: no torch.nn.Module subclass called {name}"
     if name not in user_ns:
         models = sorted(
             k
             for k, v in user_ns.items()
             if isinstance(v, type) and issubclass(v, torch.nn.Module) and v.__module__ == "__main__"
         )
-        known = f" (model classes in the notebook: {', '.join(models)})" if models else ""
-        raise UsageError(f"--name {name}: nothing called {name} is defined{known}; check the name")
-    value = user_ns[name]
+        known = f"; model classes in the notebook: {', '.join(models)}" if models else ""
+        raise UsageError(f"{head} (nothing of that name is defined{known}): check the name")
     if not isinstance(value, type):
-        raise UsageError(
-            f"--name {name}: {name} is a {type(value).__name__}, not a class: give the name of your nn.Module class"
-        )
-    if not issubclass(value, torch.nn.Module):
-        raise UsageError(
-            f"--name {name}: class {name} is not a torch.nn.Module subclass: derive it from nn.Module, "
-            "or give the name of your model class"
-        )
-    return value
+        raise UsageError(f"{head} ({name} is a {type(value).__name__}): give the name of your nn.Module class")
+    raise UsageError(
+        f"{head} (class {name} does not derive from nn.Module): derive it from nn.Module, "
+        "or give the name of your model class"
+    )
 
 
 def _attach_negative_values(line: str) -> str:
@@ -485,11 +488,32 @@ def _attach_negative_values(line: str) -> str:
     return re.sub(r"(--input-shape)\s+(-\S*)", r"\1=\2", line)
 
 
+def _parse_line(magic: Callable[..., Any], line: str) -> Any:
+    """``parse_argstring`` with shell quoting (``--shards "my data/shards"``, ``--job-name='a'``), and
+    argparse's complaint turned into one that names the fix."""
+    name = magic.__name__
+    if os.name != "posix":  # backslashes in Windows paths: IPython's own splitting
+        return parse_argstring(magic, line)
+    try:
+        argv = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"%{name}: cannot split the line ({exc}): close the quote") from None
+    try:
+        return magic.parser.parse_args(argv)
+    except UsageError as exc:
+        message = str(exc)
+        unknown = message.partition("unrecognized arguments:")[2].split()
+        flags = [f for f in magic.parser._option_string_actions if f.startswith("--")]
+        close = [m for flag in unknown if flag.startswith("-") for m in difflib.get_close_matches(flag, flags, 1)]
+        hint = f" (did you mean {' '.join(close)}?)" if close else ""
+        raise UsageError(f"%{name}: {message}{hint}; %{name}? lists its flags") from None
+
+
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
     """``1,3,32,32`` (also ``(1, 3, 32, 32)``) -> a tuple of positive ints; anything else is a UsageError."""
     if text is None:
         return None
-    example = "give positive integers separated by commas, e.g. --input-shape 1,3,32,32"
+    example = "give positive integers like 1,3,32,32 (separated by commas)"
     text = text.strip().strip("'\"")  # IPython keeps the quotes of --input-shape "(1, 3)"
     body = text.strip().strip("()[]").strip()
     if not body:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import posixpath
 import ssl
 import tempfile
 import urllib.parse
@@ -129,6 +130,7 @@ def validate_shards(
                 f"{shard.name}: the shard has no samples ({training.manifest_file} has no lines): "
                 "add samples or leave this shard out"
             )
+        check_images(shard, samples, training.manifest_file)
         site = f"site-{index}"
         shards[site] = shard.resolve()
         per_shard[site] = samples
@@ -163,6 +165,34 @@ def validate_shards(
     )
     log.info("validated shards: %s", result.describe())
     return result
+
+
+def check_images(shard: Path, samples: Sequence[rt_manifest.Sample], manifest_file: str) -> None:
+    """Every ``file://`` entry must be an image Pillow can open, the way the sites read it.
+
+    Only the headers are parsed (``Image.open``) and the file's structure checked (``verify``: chunk
+    checksums, no pixel decoding), so a text file named ``.png`` or a truncated PNG fails here, not on a site.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    with zipfile.ZipFile(shard) as archive:
+        for sample in samples:
+            if sample.is_remote:
+                continue
+            name = posixpath.normpath(sample.relative_path.replace("\\", "/"))
+            try:
+                with archive.open(name) as stream, Image.open(stream) as image:
+                    image.verify()
+            except UnidentifiedImageError:
+                reason = "no image format Pillow knows starts this way"
+            except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds for a bad file
+                reason = str(exc).split("\n", 1)[0] or type(exc).__name__
+            else:
+                continue
+            raise ManifestError(
+                f"line {sample.line} of {manifest_file} in {shard.name}: {sample.uri} is not a readable image "
+                f"({reason}): replace it with a PNG or JPEG file, or drop the line"
+            )
 
 
 # -- building shards ----------------------------------------------------------------------------

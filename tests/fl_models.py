@@ -20,6 +20,16 @@ class DeltaNet(nn.Module):
         return x @ self.w + self.b
 
 
+def expected_after(rounds: int, samples: dict[str, int], failed: dict[int, set[str]] | None = None) -> dict:
+    failed = failed or {}
+    state = {k: v.double() for k, v in DeltaNet().state_dict().items()}
+    for r in range(rounds):
+        sites = {s: n for s, n in samples.items() if s not in failed.get(r, set())}
+        delta = sum(n * int(s.rsplit("-", 1)[1]) for s, n in sites.items()) / sum(sites.values())
+        state = {k: v + delta for k, v in state.items()}
+    return state
+
+
 def delta_train(payload):
     """site-k adds k to every weight and reports a sample count that differs per site."""
     site = payload["site_name"]
@@ -104,7 +114,7 @@ def nan_train(payload):
 def hanging_train(payload):
     """site-2 hangs in its second round (far longer than the test's train_timeout)."""
     if payload["site_name"] == "site-2" and payload["round"] == 1:
-        time.sleep(40)
+        time.sleep(45)
     return delta_train(payload)
 
 

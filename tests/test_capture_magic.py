@@ -88,10 +88,13 @@ def test_fl_model_shows_the_device_warning(with_nn, capsys):
         ),
         (
             "%%fl_model --name Plain\nclass Plain:\n    pass\n",
-            "--name Plain: class Plain is not a torch.nn.Module subclass: derive it from nn.Module",
+            "no torch.nn.Module subclass called Plain (class Plain does not derive from nn.Module): derive it",
         ),
-        ("%%fl_model --name Nope\n" + NET, "--name Nope: nothing called Nope is defined"),
-        ("%%fl_model --name width\nwidth = 3\n" + NET, "--name width: width is a int, not a class"),
+        ("%%fl_model --name Nope\n" + NET, "(nothing of that name is defined; model classes in the notebook: Net)"),
+        (
+            "%%fl_model --name width\nwidth = 3\n" + NET,
+            "--name width: no torch.nn.Module subclass called width (width is",
+        ),
         (
             "%%fl_model\nclass Wide(nn.Module):\n    def __init__(self, width, depth=2):\n        super().__init__()\n",
             "Wide.__init__ needs arguments (width): FL sites build the model as Wide(), "
@@ -132,7 +135,7 @@ def test_bad_cells_fail_with_one_line_naming_the_fix(with_nn, source, message):
 )
 def test_malformed_input_shapes_are_refused(with_nn, shape, message):
     text = usage_error(with_nn, f"%%fl_model --input-shape {shape}\n" + NET)
-    assert message in text and "e.g. --input-shape 1,3,32,32" in text
+    assert message in text and "give positive integers like 1,3,32,32 (separated by commas)" in text
 
 
 @pytest.mark.parametrize("shape", ["2,4", '"(2, 4)"', "[2,4]", "'2,4'"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fl_models
 import pytest
 import torch
+from fl_models import expected_after
 
 from resontech_nb import FederationConfig, TrainingConfig, capture, make_synthetic_shards, submit
 from resontech_nb.dashboard import render_text, take_snapshot
@@ -20,16 +21,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def three_shards(tmp_path_factory):
     return make_synthetic_shards(tmp_path_factory.mktemp("shards"), n_clients=3, img_size=16, seed=1)
-
-
-def expected_after(rounds: int, samples: dict[str, int], failed: dict[int, set[str]] | None = None) -> dict:
-    failed = failed or {}
-    state = {k: v.double() for k, v in fl_models.DeltaNet().state_dict().items()}
-    for r in range(rounds):
-        sites = {s: n for s, n in samples.items() if s not in failed.get(r, set())}
-        delta = sum(n * int(s.rsplit("-", 1)[1]) for s, n in sites.items()) / sum(sites.values())
-        state = {k: v + delta for k, v in state.items()}
-    return state
 
 
 def test_weighted_fedavg_is_exact(three_shards):

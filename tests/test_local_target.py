@@ -93,6 +93,6 @@ def test_a_training_function_that_breaks_the_contract_fails_the_job_with_the_fix
         federation=FederationConfig(num_rounds=2, min_clients=2, wait_time_after_min_received=0, job_name="broken"),
     )
     assert job.wait(timeout=300) == "FAILED"
-    assert "failed round 0" in job.error
+    assert "failed round 1:" in job.error  # rounds are shown counting from 1
     assert "samples=0" in job.error and "return the real number of training samples" in job.error
     assert processes_using(job.workspace) == []

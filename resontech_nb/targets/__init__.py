@@ -6,7 +6,7 @@ import importlib
 
 from ..config import ResonTechConfig
 from ..errors import ConfigError
-from .base import BuiltJob, Target
+from .base import BuiltJob, Target, check_job_id
 
 TARGETS: dict[str, str] = {
     "local": "resontech_nb.targets.local:LocalTarget",
@@ -25,4 +25,4 @@ def get_target(name: str, config: ResonTechConfig | None = None) -> Target:
     return cls(config)
 
 
-__all__ = ["TARGETS", "BuiltJob", "Target", "get_target"]
+__all__ = ["TARGETS", "BuiltJob", "Target", "check_job_id", "get_target"]

@@ -6,13 +6,28 @@ the way NVFlare's recipes keep a recipe apart from ``SimEnv``/``PocEnv``/``ProdE
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 from ..config import FederationConfig, ResonTechConfig, TrainingConfig
+from ..errors import JobNotFoundError
 from ..job import Job
+
+# What every target's job ids look like: a name, a timestamp and a random tail, no path separators.
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_job_id(job_id: object) -> str:
+    """``job_id`` if it can be a job id; ``JobNotFoundError`` for anything path-like (``../x``, ``/etc``, ``a/b``)."""
+    if not isinstance(job_id, str) or _JOB_ID.fullmatch(job_id) is None:
+        raise JobNotFoundError(
+            f"{job_id!r} is not a job id (ids are letters, digits, '_', '.' and '-', e.g. rt_job-20250101-120000-ab12cd"
+            "): copy the id that %fl_submit printed"
+        )
+    return job_id
 
 
 @dataclass
@@ -38,6 +53,11 @@ class Target(ABC):
 
     def __init__(self, config: ResonTechConfig | None = None) -> None:
         self.config = config if config is not None else ResonTechConfig.load()
+
+    def preflight(self) -> None:
+        """Check, before anything is built or uploaded, that this target can take a job (settings, login,
+        endpoints); raise the package's error naming the fix. Targets that need nothing keep this no-op."""
+        return None
 
     @abstractmethod
     def submit(self, built: BuiltJob) -> Job:

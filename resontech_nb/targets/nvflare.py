@@ -56,6 +56,10 @@ T = TypeVar("T")
 ROUNDS_FILE = "rounds.jsonl"
 REMOTE_ROUNDS_FILE = "rounds.jsonl.txt"  # a name the admin API's `cat` accepts
 MODEL_FILE = "models/global_model.pt"
+MODEL_FILES = {"final": MODEL_FILE, "best": "models/best_model.pt"}
+STATUS_FILE = "rt_status.json"  # the server's word on how the run ended (jobcode/rt_recorder.py)
+EVALUATION_FILE = "evaluation.json"  # best round and cross-site results (jobcode/rt_evaluation.py)
+HANG_GRACE_S = 20.0  # after the run ended, how long NVFlare may keep reporting RUNNING
 RECORDER_PATH = "rt_recorder.RoundRecorder"
 
 # NVFlare's job status (nvflare.apis.job_def.RunStatus) -> ours. Anything else that starts
@@ -319,6 +323,7 @@ class NVFlareJob(Job):
         self._link = link
         self.state_dir = Path(state_dir)
         self.nvflare_status: str | None = None
+        self._run_ended_seen: float | None = None
 
     @property
     def result_dir(self) -> Path:
@@ -330,9 +335,29 @@ class NVFlareJob(Job):
         meta = self._link.call(lambda s: s.get_job_meta(self.id))
         self.nvflare_status = meta.get("status")
         state = map_status(self.nvflare_status)
+        if state.status == RUNNING and self._lingers():
+            # Our server side ended the run, yet NVFlare still reports RUNNING: it waits for a site that is
+            # gone. Stop the job so the deployment is free again; the run's own records decide the outcome.
+            log.warning("job %s: the run ended %s s ago but NVFlare still reports RUNNING; stopping it",
+                        self.id, HANG_GRACE_S)
+            with contextlib.suppress(ResonTechError):
+                self._abort()
+            state = JobState(FAILED, f"NVFlare still reported the job RUNNING {HANG_GRACE_S:.0f} s after its run ended")
         if state.status in FINAL_STATES:
             state = self._final_state(state)
         return state
+
+    def _lingers(self) -> bool:
+        """Whether the server's run reported its end more than ``HANG_GRACE_S`` ago (seen from here)."""
+        if self._run_ended_seen is None:
+            try:
+                text = self._link.call(lambda s: s.cat_target("server", file=f"{self.id}/{STATUS_FILE}"))
+            except ResonTechError:
+                return False
+            if text.startswith("cat:") or not _read_json_text(text).get("ended"):
+                return False
+            self._run_ended_seen = time.monotonic()
+        return time.monotonic() - self._run_ended_seen > HANG_GRACE_S
 
     def _fetch_rounds(self) -> list[RoundRecord]:
         if (self.result_dir / "workspace").is_dir():
@@ -348,9 +373,9 @@ class NVFlareJob(Job):
         import torch
 
         self._download()
-        path = self.result_dir / "workspace" / MODEL_FILE
+        path = self.result_dir / "workspace" / MODEL_FILES[which]
         if not path.is_file():
-            raise JobNotFoundError(f"job {self.id} finished but its result holds no global model ({path})")
+            raise JobNotFoundError(f"job {self.id} finished but its result holds no {which} model ({path})")
         return torch.load(path, map_location="cpu", weights_only=True)
 
     def _abort(self) -> None:
@@ -378,6 +403,18 @@ class NVFlareJob(Job):
             self._download()
             self._rounds = self._rounds_from_result()
 
+    def _fetch_evaluation(self) -> dict[str, Any]:
+        path = self.result_dir / "workspace" / EVALUATION_FILE
+        if path.is_file():
+            return _read_json_text(path.read_text(encoding="utf-8"))
+        if self._state.status != RUNNING:
+            return {}
+        try:
+            text = self._link.call(lambda s: s.cat_target("server", file=f"{self.id}/{EVALUATION_FILE}"))
+        except ResonTechError:
+            return {}
+        return {} if text.startswith("cat:") else _read_json_text(text)
+
     # -- helpers -----------------------------------------------------------------
     def _final_state(self, state: JobState) -> JobState:
         try:
@@ -385,6 +422,18 @@ class NVFlareJob(Job):
         except ResonTechError as exc:
             log.warning("job %s ended but its result could not be downloaded: %s", self.id, exc)
             return state
+        workspace = self.result_dir / "workspace"
+        server = _read_json_text((workspace / STATUS_FILE).read_text(encoding="utf-8")) if (
+            workspace / STATUS_FILE).is_file() else {}
+        if server.get("error"):
+            return JobState(FAILED, str(server["error"]))
+        records = self._rounds_from_result()
+        complete = bool(self.num_rounds) and len(records) >= self.num_rounds and (workspace / MODEL_FILE).is_file()
+        if state.status == FAILED and complete and server.get("ended"):
+            # Every round completed and the server ended the run cleanly; NVFlare flags the job (or kept it
+            # running) because a site was lost on the way: the result stands, with a note.
+            reason = state.error or f"NVFlare reported {self.nvflare_status}"
+            return JobState(FINISHED, note=f"every round completed, but {reason} (a site was lost during the job)")
         if state.status == FINISHED:
             records = self._rounds_from_result()
             if not (self.result_dir / "workspace" / MODEL_FILE).is_file():
@@ -450,6 +499,14 @@ class NVFlareJob(Job):
                 if " ERROR " in line or "Exception" in line or "Error:" in line:
                     return line.strip()[-500:]
         return None
+
+
+def _read_json_text(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _startup_kit(value: str) -> Path:

@@ -34,7 +34,11 @@ class ResonTechTarget(Target):
     def storage(self) -> S3Storage:
         return S3Storage(self.config)
 
-    def submit(self, built: BuiltJob) -> ResonTechJob:
+    def preflight(self) -> None:
+        """Settings, login and the bucket, checked before anything is built or uploaded."""
+        self._ready()
+
+    def _ready(self) -> tuple[PlatformClient, S3Storage]:
         self.config.require_platform()
         client = self.client()
         try:
@@ -46,6 +50,11 @@ class ResonTechTarget(Target):
                 ) from None
             raise
         storage = self.storage()
+        storage.check_bucket()  # missing bucket or wrong keys: before the first upload
+        return client, storage
+
+    def submit(self, built: BuiltJob) -> ResonTechJob:
+        client, storage = self._ready()
         report = storage.upload_files(built.shards)
         job_report = storage.upload_dir_as_zip(built.job_dir, name="job")
         report.merge(job_report)

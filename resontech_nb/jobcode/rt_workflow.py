@@ -1,0 +1,27 @@
+"""NVFlare's ScatterAndGather, with ``min_clients`` counting good answers.
+
+NVFlare ends a round's wait once ``min_clients`` sites have responded, failed responses included, so
+with ``wait_time_after_min_received`` at 0 one failed site could leave fewer than ``min_clients``
+updates to aggregate while a healthy site was still training. Here every failed response makes the
+round wait for one more site (never more than all of them, never past ``train_timeout``).
+Shipped in the job's ``custom/`` folder; plain NVFlare.
+"""
+
+from __future__ import annotations
+
+from nvflare.apis.controller_spec import ClientTask
+from nvflare.apis.fl_constant import ReturnCode
+from nvflare.apis.fl_context import FLContext
+from nvflare.apis.impl.bcast_manager import _KEY_MIN_RESPS
+from nvflare.app_common.workflows.scatter_and_gather import ScatterAndGather
+
+
+class RTScatterAndGather(ScatterAndGather):
+    def _process_train_result(self, client_task: ClientTask, fl_ctx: FLContext) -> None:
+        result = client_task.result
+        rc = result.get_return_code() if result is not None else None
+        props = client_task.task.props
+        if rc and rc != ReturnCode.OK and _KEY_MIN_RESPS in props:
+            targets = client_task.task.targets or [c.name for c in self._engine.get_clients()]
+            props[_KEY_MIN_RESPS] = min(int(props[_KEY_MIN_RESPS]) + 1, len(targets))
+        super()._process_train_result(client_task, fl_ctx)
