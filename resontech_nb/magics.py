@@ -184,7 +184,7 @@ class FLMagics(Magics, Configurable):
     @_usage_errors
     def fl_model(self, line: str, cell: str) -> None:
         """Run the cell, then capture its nn.Module subclass (and fl_train_model) into ``fl_model``."""
-        args = parse_argstring(self.fl_model, _attach_negative_values(line))
+        args = _parse_line(self.fl_model, _attach_negative_values(line))
         input_shape = _parse_shape(args.input_shape)
         warm_up()  # the clean process for preflight imports torch while the cell runs
         python = self.shell.transform_cell(cell)
