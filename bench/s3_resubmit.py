@@ -1,6 +1,6 @@
 """S3 bytes uploaded by the ``resontech`` target: first submit, re-submit unchanged, re-submit with one shard changed.
 
-Everything runs on loopback: moto's S3 server, a counting proxy in front of it (bytes are counted
+Everything runs on loopback: SeaweedFS (the embedded S3 server), a counting proxy in front of it (bytes are counted
 where they arrive, not from the client's own report), and the reference platform server. Jobs are
 aborted right after submission; only the uploads are measured.
 
@@ -10,7 +10,6 @@ Prints a table and writes bench/results/s3_resubmit.json.   .venv/bin/python ben
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -77,15 +76,13 @@ def measured_submit(target: ResonTechTarget, built: BuiltJob, proxy: ForwardingP
 
 
 def main() -> dict:
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request otherwise
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     with tempfile.TemporaryDirectory(prefix="rt_bench_s3_") as tmp:
         work = Path(tmp)
         os.environ["RESONTECH_NB_HOME"] = str(work / "home")
         shards = make_synthetic_shards(work / "shards", n_clients=3, samples_per_client=(200, 300, 400), img_size=64)
         total_shard_bytes = sum(p.stat().st_size for p in shards)
-        with EmbeddedS3(bucket=BUCKET) as s3, ForwardingProxy(s3.endpoint_url) as proxy:
+        with EmbeddedS3(work / "s3", bucket=BUCKET) as s3, ForwardingProxy(s3.endpoint_url) as proxy:
+            os.environ.update(s3.env())  # the client and the platform use the store's generated keys
             server = PlatformServer(work / "platform", s3_endpoint=s3.endpoint_url, bucket=BUCKET).start()
             try:
                 server.add_user(EMAIL, PASSWORD)

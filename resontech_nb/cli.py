@@ -2,6 +2,7 @@
 
 ``resontech-nb serve``     run the reference platform (``--embedded-s3`` for a one-command try)
 ``resontech-nb add-user``  add a platform user (password from an env var or a prompt)
+``resontech-nb s3-env``    print the embedded S3 server's credentials as ``export`` lines (for ``eval``)
 
 Passwords are read from environment variables or prompts, never from the command line
 (which other users of the machine can see in the process list).
@@ -20,6 +21,8 @@ from pathlib import Path
 
 DEFAULT_PASSWORD_ENV = "RESONTECH_PLATFORM_PASSWORD"
 DEFAULT_DATA = "~/.resontech_nb/platform"
+EMBEDDED_S3_DIR = "s3"
+CREDENTIALS_FILE = "s3-credentials.json"  # as in platform/embedded_s3.py, without importing boto3 here
 
 
 def _password_for(email: str, env_name: str | None) -> str:
@@ -48,8 +51,10 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     try:
-        from .platform import PlatformServer
-        from .platform.loopback import EmbeddedS3
+        import flask  # noqa: F401
+        import waitress  # noqa: F401
+
+        from .platform.embedded_s3 import EmbeddedS3
     except ImportError as exc:
         raise SystemExit(
             f"error: the platform server needs {exc.name or 'flask'}: pip install 'resontech_nb[server]'"
@@ -59,12 +64,22 @@ def _serve(args: argparse.Namespace) -> int:
         raise SystemExit("error: give --bucket (and --s3-endpoint for non-AWS S3), or --embedded-s3 for a local try")
     embedded = None
     if args.embedded_s3:
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", "embedded")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "embedded")
-        embedded = EmbeddedS3(bucket=args.bucket or "resontech-nb", port=args.s3_port).start()
+        s3_dir = Path(args.data).expanduser() / EMBEDDED_S3_DIR
+        embedded = EmbeddedS3(s3_dir, bucket=args.bucket or "resontech-nb", port=args.s3_port).start()
+        os.environ.update(embedded.env())  # the platform reads job files with the store's own keys
         endpoint, bucket = embedded.endpoint_url, embedded.bucket
     else:
         endpoint, bucket = args.s3_endpoint or "", args.bucket
+    try:
+        return _run_platform(args, endpoint, bucket, embedded)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _run_platform(args: argparse.Namespace, endpoint: str, bucket: str, embedded: object) -> int:
+    from .platform import PlatformServer
+
     server = PlatformServer(
         args.data,
         host=args.host,
@@ -74,6 +89,9 @@ def _serve(args: argparse.Namespace) -> int:
         s3_region=args.s3_region,
         nvflare_startup_kit=args.nvflare_startup_kit,
         nvflare_username=args.nvflare_username,
+        threads=args.threads,
+        max_running=args.max_running,
+        token_ttl_s=args.token_ttl,
     )
     for email, env_name in args.add_user:
         try:
@@ -88,18 +106,31 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"In a notebook:  %fl_config {' '.join(settings)} email=YOU@EXAMPLE.COM", flush=True)
     if embedded is not None:
         print(
-            "Embedded S3 (moto, in memory): set AWS_ACCESS_KEY_ID=embedded AWS_SECRET_ACCESS_KEY=embedded "
-            "in the notebook's environment",
+            f"Embedded S3 (SeaweedFS, data in {embedded.data_dir}): its keys are in "
+            f"{embedded.data_dir / CREDENTIALS_FILE} (readable only by you); put them into the notebook's "
+            f'environment with:  eval "$(resontech-nb s3-env --data {server.data_dir})"',
             flush=True,
         )
     if not server.store.users():
         print("No users yet: add one with  resontech-nb add-user EMAIL --data " + str(server.data_dir), flush=True)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    server.serve_forever()
+    return 0
+
+
+def _s3_env(args: argparse.Namespace) -> int:
+    import json
+    import shlex
+
+    path = Path(args.data).expanduser() / EMBEDDED_S3_DIR / CREDENTIALS_FILE
     try:
-        server.serve_forever()
-    finally:
-        if embedded is not None:
-            embedded.stop()
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise SystemExit(
+            f"error: no embedded S3 credentials at {path}: start resontech-nb serve --embedded-s3 first"
+        ) from None
+    print(f"export AWS_ACCESS_KEY_ID={shlex.quote(data['access_key'])}")
+    print(f"export AWS_SECRET_ACCESS_KEY={shlex.quote(data['secret_key'])}")
     return 0
 
 
@@ -128,7 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data", default=DEFAULT_DATA, help=f"state folder (default {DEFAULT_DATA})")
     s3 = serve.add_mutually_exclusive_group()
     s3.add_argument("--s3-endpoint", default="", help="S3-compatible endpoint URL (empty: AWS)")
-    s3.add_argument("--embedded-s3", action="store_true", help="also start an in-memory S3 (moto) on loopback")
+    s3.add_argument(
+        "--embedded-s3",
+        action="store_true",
+        help="also start a persistent S3 server (SeaweedFS) on loopback, data under DATA/s3",
+    )
     serve.add_argument("--s3-port", type=int, default=0, help="port of the embedded S3 (default: a free one)")
     serve.add_argument("--bucket", default="", help="bucket the job files are read from")
     serve.add_argument("--s3-region", default="us-east-1")
@@ -138,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run jobs on this NVFlare deployment (an admin startup kit folder) instead of the simulator",
     )
     serve.add_argument("--nvflare-username", default="admin@nvidia.com", help="admin user of that startup kit")
+    serve.add_argument("--threads", type=int, default=8, help="HTTP worker threads (default 8)")
+    serve.add_argument(
+        "--max-running", type=int, default=None, help="jobs running at once, the rest wait QUEUED (default: CPU count)"
+    )
+    serve.add_argument("--token-ttl", type=float, default=12 * 3600, help="session lifetime in seconds (default 12 h)")
     serve.add_argument(
         "--add-user",
         action="append",
@@ -153,18 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_user.add_argument("--data", default=DEFAULT_DATA)
     add_user.add_argument("--password-env", default=None, help=f"env var holding the password ({DEFAULT_PASSWORD_ENV})")
     add_user.set_defaults(func=_add_user)
+
+    s3_env = commands.add_parser("s3-env", help="print the embedded S3 server's keys as export lines")
+    s3_env.add_argument("--data", default=DEFAULT_DATA)
+    s3_env.set_defaults(func=_s3_env)
     return parser
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"serve": _serve, "add-user": _add_user}
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"serve": _serve, "add-user": _add_user, "s3-env": _s3_env}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = args.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # one line per HTTP request (S3 included) only when debugging
-    logging.getLogger("werkzeug").setLevel(logging.INFO if level == "DEBUG" else logging.WARNING)
     return int(args.func(args) or 0)
 
 

@@ -20,12 +20,13 @@ from .records import RoundRecord, history_rows, participation_notes
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+QUEUED = "QUEUED"
 SUBMITTED = "SUBMITTED"
 RUNNING = "RUNNING"
 FINISHED = "FINISHED"
 FAILED = "FAILED"
 ABORTED = "ABORTED"
-ACTIVE_STATES = (SUBMITTED, RUNNING)
+ACTIVE_STATES = (QUEUED, SUBMITTED, RUNNING)
 FINAL_STATES = (FINISHED, FAILED, ABORTED)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from IPython.core.error import StdinNotImplementedError, UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Float, Int, TraitError, Unicode, validate
+from traitlets import Bool, Float, Int, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
 from .capture import EVAL_FN_NAME, TRAIN_FN_NAME, ModelSpec, capture, warm_up
@@ -45,6 +45,9 @@ SUBMIT_FLAGS = {
     "lr": ("training", "learning_rate"),
     "img_size": ("training", "img_size"),
     "num_classes": ("training", "num_classes"),
+    "train_timeout": ("federation", "train_timeout"),
+    "select_metric": ("federation", "select_metric"),
+    "cross_site": ("federation", "cross_site_eval"),
 }
 
 
@@ -92,12 +95,24 @@ class FLMagics(Magics, Configurable):
     learning_rate = Float(0.001, help="Optimizer learning rate").tag(config=True)
     img_size = Int(224, help="Input image size (square)").tag(config=True)
     manifest_file = Unicode("manifest.ndjson", help="Manifest file name inside each shard ZIP").tag(config=True)
+    val_fraction = Float(0.2, help="Share of an unmarked shard the default loop holds out for validation").tag(
+        config=True
+    )
     # FederationConfig
     num_rounds = Int(5, help="Total FL training rounds").tag(config=True)
     min_clients = Int(1, help="Minimum clients required per round").tag(config=True)
     wait_time_after_min_received = Int(10, help="Seconds to wait after min clients respond").tag(config=True)
     heart_beat_timeout = Int(600, help="Client heartbeat timeout in seconds").tag(config=True)
     job_name = Unicode("rt_job", help="Name stored in the job's metadata").tag(config=True)
+    train_timeout = Int(6000, help="Seconds a site may take for a round before it is marked failed").tag(
+        config=True
+    )
+    select_metric = Unicode("", help="Validation metric that picks the best global model ('' = off)").tag(
+        config=True
+    )
+    cross_site_eval = Bool(False, help="Evaluate the final and each site's model on every site's data").tag(
+        config=True
+    )
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         # The session's configs: defaults < config file < RESONTECH_* env; traits (%config) override them.
@@ -148,11 +163,15 @@ class FLMagics(Magics, Configurable):
         "learning_rate",
         "img_size",
         "manifest_file",
+        "val_fraction",
         "num_rounds",
         "min_clients",
         "wait_time_after_min_received",
         "heart_beat_timeout",
         "job_name",
+        "train_timeout",
+        "select_metric",
+        "cross_site_eval",
     )
     def _validate_config_trait(self, proposal: Any) -> Any:
         """A trait change goes through the config class's validation and updates the session config."""
@@ -341,6 +360,10 @@ class FLMagics(Magics, Configurable):
     @argument("--img-size", type=int, help="TrainingConfig.img_size")
     @argument("--num-classes", type=int, help="TrainingConfig.num_classes (0 infers it from the manifests)")
     @argument("--job-name", help="FederationConfig.job_name")
+    @argument("--train-timeout", type=int, help="FederationConfig.train_timeout (seconds a site may take a round)")
+    @argument("--select-metric", help="FederationConfig.select_metric: keep the best global model by it")
+    @argument("--cross-site", action="store_true", default=None, help="Cross-site evaluation after the last round")
+    @argument("--init-weights", metavar="VAR", help="Start round 0 from the state_dict in this variable")
     @argument("--target", help="local (default), nvflare or resontech")
     @argument("--wait", action="store_true", help="Block until the job ends, with the live dashboard")
     @argument("--build-only", metavar="DIR", help="Only write the NVFlare job folder to DIR; submit nothing")
@@ -365,19 +388,44 @@ class FLMagics(Magics, Configurable):
                 changes[section][name] = value
         training = self.training.replace(**changes["training"])
         federation = self.federation.replace(**changes["federation"])
+        initial_weights = self._state_dict(args.init_weights) if args.init_weights else None
         from . import api
 
         if args.build_only:
-            path = api.build_job(spec, args.shards, training, federation, out=args.build_only)
+            path = api.build_job(
+                spec, args.shards, training, federation, out=args.build_only, initial_weights=initial_weights
+            )
             print(f"job folder written to {path} (nothing submitted)")
             return
         target = args.target or self.target
         job = api.submit(
-            spec, args.shards, training=training, federation=federation, target=target, config=self.resontech
+            spec,
+            args.shards,
+            training=training,
+            federation=federation,
+            target=target,
+            config=self.resontech,
+            initial_weights=initial_weights,
         )
         self.shell.user_ns[args.as_var] = job
         print(f"submitted job {job.id} to target {target}; the handle is {args.as_var}")
         job.dashboard(wait=args.wait)
+
+    def _state_dict(self, name: str) -> Any:
+        """The state_dict in the user's variable ``name`` (a Module gives its own state_dict)."""
+        import torch
+
+        if name not in self.shell.user_ns:
+            raise UsageError(f"--init-weights {name}: no variable {name!r} in the notebook; define it first")
+        value = self.shell.user_ns[name]
+        if isinstance(value, torch.nn.Module):
+            return value.state_dict()
+        if not isinstance(value, dict) or not value or not all(isinstance(v, torch.Tensor) for v in value.values()):
+            raise UsageError(
+                f"--init-weights {name}: {name} is a {type(value).__name__}, not a state_dict: "
+                f"pass a variable holding model.state_dict()"
+            )
+        return value
 
     # -- %fl_status / %fl_dashboard / %fl_abort ----------------------------------------------------
     @line_magic

@@ -33,6 +33,12 @@ API = "/api/v1"
 _EXPIRY_MARGIN_S = 60
 
 
+class _Retry(Retry):
+    """urllib3's retries, except that a 429 (login throttled) is answered at once, never slept through."""
+
+    RETRY_AFTER_STATUS_CODES = frozenset({503})
+
+
 def token_cache_path(base_url: str) -> Path:
     """Where the token for ``base_url`` is cached."""
     host = urlsplit(base_url).netloc or base_url
@@ -59,7 +65,7 @@ class PlatformClient:
         self._token: str | None = None
         self._expires_at = 0.0
         self.session = requests.Session()
-        retry = Retry(
+        retry = _Retry(
             total=retries,
             connect=retries,
             read=retries,
@@ -92,6 +98,11 @@ class PlatformClient:
         if not self._password:
             raise AuthError(f"no password for {self.email}: run %fl_login first (or set RESONTECH_PASSWORD)")
         response = self._send("POST", "/auth/login", json={"email": self.email, "password": self._password}, auth=False)
+        if response.status_code == 429:
+            wait = response.headers.get("Retry-After", "60")
+            raise AuthError(
+                f"too many failed logins at {self.base_url}: wait {wait} s, then check the password and run %fl_login"
+            )
         if response.status_code == 401:
             raise AuthError(f"wrong email or password for {self.base_url}: check them and run %fl_login again")
         self._raise_for(response)
@@ -112,8 +123,18 @@ class PlatformClient:
             self.login()
 
     def logout(self) -> None:
-        """Forget the token here and on disk."""
+        """End the session on the server (the token is revoked there), then forget it here and on disk."""
+        token = self._valid_token()
+        if token is not None:
+            try:
+                self._send("POST", "/auth/logout")
+            except PlatformError:
+                log.warning("could not reach %s to revoke the session; it ends when the token expires", self.base_url)
+        self._forget_token()
+
+    def _forget_token(self) -> None:
         self._token = None
+        self._expires_at = 0.0
         token_cache_path(self.base_url).unlink(missing_ok=True)
 
     def _valid_token(self) -> str | None:
@@ -172,9 +193,13 @@ class PlatformClient:
     def abort(self, job_id: str) -> dict[str, Any]:
         return self._call("POST", f"/jobs/{job_id}/abort").json()
 
-    def result(self, job_id: str) -> bytes:
-        """The final global model as saved by ``torch.save`` (a state_dict)."""
-        return self._call("GET", f"/jobs/{job_id}/result").content
+    def evaluation(self, job_id: str) -> dict[str, Any]:
+        """``{"best_round": int | None, "cross_site": {model: {site: metrics}}}``."""
+        return self._call("GET", f"/jobs/{job_id}/evaluation").json()
+
+    def result(self, job_id: str, which: str = "final") -> bytes:
+        """The global model (``which``: "final" or "best") as saved by ``torch.save`` (a state_dict)."""
+        return self._call("GET", f"/jobs/{job_id}/result", params={"which": which}).content
 
     def openapi(self) -> dict[str, Any]:
         return self._send("GET", "/openapi.json", auth=False, prefix="").json()
@@ -184,7 +209,7 @@ class PlatformClient:
         self.ensure_login()
         response = self._send(method, path, **kwargs)
         if response.status_code == 401:
-            self.logout()
+            self._forget_token()
             if not self._password:
                 raise AuthError(f"session expired for {self.base_url}: run %fl_login")
             self.login()

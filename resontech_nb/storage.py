@@ -4,7 +4,7 @@ Every file lands at ``<s3_prefix>/blobs/sha256/<hex digest>``. Before uploading,
 checked with a HEAD request; when the object is there with the same size and sha256, nothing
 is sent. So a re-submit with unchanged shards (and an unchanged model) uploads nothing again.
 
-Works with any S3-compatible endpoint (``s3_endpoint_url``: AWS, MinIO, Ceph, moto). Credentials
+Works with any S3-compatible endpoint (``s3_endpoint_url``: AWS, MinIO, Ceph, SeaweedFS). Credentials
 come from boto3's usual chain (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, profiles, roles).
 """
 
@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 MiB = 1024 * 1024
 SHA256_METADATA = "sha256"  # stored as x-amz-meta-sha256
 ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # fixed, so the same folder always zips to the same bytes
-_RETRIES = {"max_attempts": 5, "mode": "standard"}
+_RETRIES = {"max_attempts": 5, "mode": "standard"}  # retries 500, 502, 503, 504, SlowDown, throttling
+_SERVER_TROUBLE = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout"}
 
 
 @dataclass(frozen=True)
@@ -288,6 +289,12 @@ class S3Storage:
             return StorageError(
                 f"access denied to bucket '{self.bucket}' at {self.endpoint} while trying to {action}: "
                 "check the keys and the bucket policy"
+            )
+        if (status or 0) >= 500 or code in _SERVER_TROUBLE or "reached max retries" in str(exc):
+            return StorageError(
+                f"the S3 server at {self.endpoint} kept failing while trying to {action} "
+                f"({_RETRIES['max_attempts']} attempts, last: {code or status or exc}): check that it is healthy, "
+                "then submit again (files already uploaded are not sent twice)"
             )
         return StorageError(f"S3 could not {action} in bucket '{self.bucket}' at {self.endpoint}: {exc}")
 

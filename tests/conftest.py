@@ -44,14 +44,27 @@ def aws_env(monkeypatch, tmp_path):
     return monkeypatch
 
 
-@pytest.fixture(scope="module")
-def s3(request):
-    """A real S3 server (moto's server mode) on a free loopback port, with the test module's BUCKET."""
-    from resontech_nb.platform.loopback import EmbeddedS3
+# The loopback S3 server's keys: the ones ``aws_env`` puts into the environment.
+S3_TEST_KEYS = {"access_key": "testing", "secret_key": "testing"}
 
-    server = EmbeddedS3(bucket=request.module.BUCKET).start()
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One real S3 server (SeaweedFS ``weed mini``) on free loopback ports for the whole test run."""
+    from resontech_nb.platform.embedded_s3 import EmbeddedS3
+
+    server = EmbeddedS3(tmp_path_factory.mktemp("seaweedfs"), bucket="session", **S3_TEST_KEYS).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(request, s3_server):
+    """The session's S3 server, with the test module's own bucket (``BUCKET`` in the module) created."""
+    from types import SimpleNamespace
+
+    s3_server.create_bucket(request.module.BUCKET)
+    return SimpleNamespace(endpoint_url=s3_server.endpoint_url, bucket=request.module.BUCKET, server=s3_server)
 
 
 @pytest.fixture

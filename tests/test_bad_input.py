@@ -26,6 +26,7 @@ from types import SimpleNamespace
 import fl_models
 import psutil
 import pytest
+import torch
 from IPython.core.error import UsageError
 from PIL import Image
 
@@ -228,6 +229,25 @@ MAGIC_ROWS = [
     Row("extracted shard folder", "%fl_submit --shards {extracted}", "zip it"),
     # %fl_submit's own line
     Row("no --shards", "%fl_submit --rounds 2", "give the data with --shards"),
+    # evaluation and starting weights (issue 10)
+    Row("--init-weights naming no variable", SUBMIT + " --init-weights nosuch", "no variable 'nosuch' in the notebook"),
+    Row(
+        "--init-weights not a state_dict", SUBMIT + " --init-weights x", "x is a int, not a state_dict", before="x = 42"
+    ),
+    Row(
+        "--init-weights of the wrong shape",
+        SUBMIT + " --init-weights w",
+        "initial_weights['b'] has shape (4,), the model's is (3,)",
+        before="import torch\nw = {'w': torch.zeros(2, 3), 'b': torch.zeros(4)}",
+    ),
+    Row(
+        "--select-metric without fl_evaluate_model",
+        SUBMIT + " --select-metric accuracy",
+        "define def fl_evaluate_model",
+    ),
+    Row("--cross-site without fl_evaluate_model", SUBMIT + " --cross-site", "define def fl_evaluate_model"),
+    Row("--train-timeout 0", SUBMIT + " --train-timeout 0", "train_timeout must be >= 1 second"),
+    Row("--select-metric with a space", SUBMIT + " --select-metric 'val acc'", "must be a validation metric name"),
     Row(
         "unbalanced quote",
         '%fl_submit --shards "{good}',
@@ -484,6 +504,25 @@ API_ROWS = [
         "is not an admin startup kit",
     ),
     ("base_url not http", lambda d: ResonTechConfig(base_url="ftp://x"), ConfigError, "must start with http://"),
+    (
+        "initial_weights not a dict",
+        lambda d: _submit(d, initial_weights=[1, 2]),
+        JobBuildError,
+        "pass model.state_dict()",
+    ),
+    (
+        "initial_weights missing a key",
+        lambda d: _submit(d, initial_weights={"w": torch.zeros(2, 3)}),
+        JobBuildError,
+        "initial_weights lacks 'b'",
+    ),
+    (
+        "initial_weights with NaN",
+        lambda d: _submit(d, initial_weights={"w": torch.full((2, 3), float("nan")), "b": torch.zeros(3)}),
+        JobBuildError,
+        "initial_weights['w'] holds NaN",
+    ),
+    ("val_fraction of 1", lambda d: _submit(d, training={"val_fraction": 1}), ConfigError, "below 1"),
 ]
 
 

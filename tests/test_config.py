@@ -18,7 +18,8 @@ def test_defaults_match_the_integration_guide(clean_env):
     rt = ResonTechConfig.load()
     assert (rt.base_url, rt.email, rt.password, rt.sftp_key_file) == ("", "", "", "~/.ssh/id_ed25519")
     training = TrainingConfig.load()
-    assert training.to_dict() == {
+    beyond_the_guide = {"val_fraction": 0.2}
+    assert training.to_dict() == beyond_the_guide | {
         "num_classes": 0,
         "local_epochs": 2,
         "batch_size": 32,
@@ -27,7 +28,8 @@ def test_defaults_match_the_integration_guide(clean_env):
         "manifest_file": "manifest.ndjson",
     }
     federation = FederationConfig.load()
-    assert federation.to_dict() == {
+    beyond_the_guide = {"train_timeout": 6000, "select_metric": "", "cross_site_eval": False}
+    assert federation.to_dict() == beyond_the_guide | {
         "num_rounds": 5,
         "min_clients": 1,
         "wait_time_after_min_received": 10,
@@ -45,6 +47,9 @@ def test_defaults_match_the_integration_guide(clean_env):
         (TrainingConfig, {"num_classes": -2}, "num_classes must be >= 0"),
         (TrainingConfig, {"manifest_file": "sub/manifest.ndjson"}, "file name at the shard's root"),
         (FederationConfig, {"num_rounds": 0}, "num_rounds must be >= 1"),
+        (FederationConfig, {"train_timeout": 0}, "train_timeout must be >= 1 second"),
+        (FederationConfig, {"select_metric": "val acc"}, "must be a validation metric name"),
+        (TrainingConfig, {"val_fraction": 1.0}, "val_fraction must be at least 0 and below 1"),
         (FederationConfig, {"min_clients": 0}, "min_clients must be >= 1"),
         (FederationConfig, {"job_name": "my job!"}, "job_name"),
         (ResonTechConfig, {"base_url": "api.example.com"}, "must start with http:// or https://"),

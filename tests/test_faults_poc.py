@@ -68,3 +68,28 @@ def test_a_client_killed_mid_job_is_named_and_the_job_finishes(poc, tmp_path):
         assert torch.isfinite(result["w"]).all() and result["w"].shape == (2, 3)
     finally:
         target.close()
+
+
+def test_a_dead_server_ends_the_job_failed_within_bounded_time(poc, tmp_path):
+    shards = make_synthetic_shards(tmp_path / "shards", n_clients=2, img_size=16, seed=4)
+    spec = capture(fl_models.DeltaNet, fl_models.slow_train)
+    shard_set = validate_shards(shards, TRAINING)
+    federation = FederationConfig(num_rounds=50, min_clients=1, wait_time_after_min_received=1, job_name="nosrv")
+    job_dir = build_job(spec, shard_set, TRAINING, federation, out=tmp_path / "job")
+    target = NVFlareTarget(
+        ResonTechConfig(nvflare_startup_kit=str(poc.admin_startup_kit)), home=tmp_path / "home", connect_timeout=3
+    )
+    try:
+        job = target.submit(BuiltJob(job_dir, dict(shard_set.shards), TRAINING, federation, spec.class_name))
+        deadline = time.monotonic() + 180
+        while not job.rounds and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert job.rounds, (job.status, job.error)
+        for proc in processes_using(poc.server_dir):
+            proc.send_signal(signal.SIGKILL)
+        started = time.monotonic()
+        assert job.wait(timeout=240) == "FAILED"
+        assert "lost contact with the NVFlare server" in job.error
+        print(f"FAILED {time.monotonic() - started:.0f} s after the server was killed")
+    finally:
+        target.close()

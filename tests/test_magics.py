@@ -16,7 +16,7 @@ import pytest
 from IPython.core.error import UsageError
 
 from resontech_nb.capture import ModelSpec
-from resontech_nb.config import ResonTechConfig, TrainingConfig
+from resontech_nb.config import FederationConfig, ResonTechConfig, TrainingConfig
 from resontech_nb.job import ABORTED, RUNNING, Job, JobState
 from resontech_nb.magics import FLMagics
 from resontech_nb.records import ClientRound, RoundRecord
@@ -169,7 +169,8 @@ def test_config_magic_sets_traits_that_reach_the_session_configs(ip, capsys):
     ok(ip, "%config FLMagics")
     assert "learning_rate" in capsys.readouterr().out
     config_traits = set(m.trait_names(config=True)) - {"target"}
-    expected = set(ResonTechConfig.field_names() + TrainingConfig.field_names()) - {"password"}
+    expected = set(ResonTechConfig.field_names() + TrainingConfig.field_names() + FederationConfig.field_names())
+    expected -= {"password"}
     assert expected <= config_traits
 
 

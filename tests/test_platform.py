@@ -1,6 +1,6 @@
 """The reference platform server: login, per-user isolation, idempotent submits, restarts, schema, secrets.
 
-Everything is real: moto's S3 server over HTTP, the platform on a loopback port (in a thread, or
+Everything is real: SeaweedFS's S3 server over HTTP, the platform on a loopback port (in a thread, or
 as a subprocess for the restart test), and NVFlare's simulator running the jobs.
 """
 
@@ -26,7 +26,7 @@ from resontech_nb.datasets import make_synthetic_shards
 from resontech_nb.errors import AuthError, JobNotFoundError
 from resontech_nb.job import jobs_home
 from resontech_nb.platform import PlatformServer
-from resontech_nb.platform.loopback import EmbeddedS3, ForwardingProxy
+from resontech_nb.platform.loopback import ForwardingProxy
 from resontech_nb.processes import processes_using
 from resontech_nb.rest import PlatformClient, token_cache_path
 from resontech_nb.shards import validate_shards
@@ -88,7 +88,7 @@ def stop_all_jobs(server: PlatformServer) -> None:
         server.runner.abort(job)
 
 
-def config_for(base_url: str, email: str, s3: EmbeddedS3, password: str | None = None) -> ResonTechConfig:
+def config_for(base_url: str, email: str, s3, password: str | None = None) -> ResonTechConfig:
     return ResonTechConfig(
         base_url=base_url,
         email=email,
@@ -236,7 +236,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server_process(data: Path, port: int, s3: EmbeddedS3, log_path: Path) -> subprocess.Popen:
+def start_server_process(data: Path, port: int, s3, log_path: Path, *extra: str) -> subprocess.Popen:
     repo = Path(__file__).resolve().parents[1]
     env = dict(os.environ, CAROL_PASSWORD="carol-Secret-9001", PYTHONUNBUFFERED="1", PYTHONPATH=str(repo))
     command = [
@@ -254,6 +254,7 @@ def start_server_process(data: Path, port: int, s3: EmbeddedS3, log_path: Path) 
         BUCKET,
         "--add-user",
         "carol@example.com:CAROL_PASSWORD",
+        *extra,
     ]
     log_file = open(log_path, "ab")  # noqa: SIM115 - closed with the process below
     proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
@@ -316,3 +317,31 @@ def test_jobs_survive_a_server_restart_and_no_secret_leaks(s3, tmp_path):
     raw = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1")
     for obj in raw.list_objects_v2(Bucket=BUCKET).get("Contents", []):
         assert secret not in raw.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read(), obj["Key"]
+
+
+def test_a_queued_job_survives_a_kill_of_the_server_and_runs_after_the_restart(s3, tmp_path):
+    data, port, log_path = tmp_path / "platform", free_port(), tmp_path / "server.log"
+    config = config_for(f"http://127.0.0.1:{port}", "carol@example.com", s3, password="carol-Secret-9001")
+    server = start_server_process(data, port, s3, log_path, "--max-running", "1")
+    try:
+        target = ResonTechTarget(config)
+        first = target.submit(built_job(tmp_path / "a", rounds=3, seconds_per_round=1.0, name="first"))
+        second = target.submit(built_job(tmp_path / "b", rounds=2, name="second"))
+        assert second.status == "QUEUED"
+        wait_for(lambda: len(first.rounds) >= 1, 180, "the first job's first round")
+        assert second.status == "QUEUED"
+
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=30)
+        server = start_server_process(data, port, s3, log_path, "--max-running", "1")
+        again = [target.attach(job.id) for job in (first, second)]
+        for job in again:
+            assert job.wait(timeout=300) == "FINISHED", (job.id, job.error)
+        assert [r.round for r in again[0].rounds] == [0, 1, 2]
+        assert [r.round for r in again[1].rounds] == [0, 1]
+        assert torch.allclose(again[1].result()["w"].double(), expected_weights(2))
+        assert len(target.client().list_jobs()) == 2
+    finally:
+        stop_server_process(server)
+        for local in (data / "nvflare" / "jobs").glob("*"):
+            LocalTarget(home=data / "nvflare").attach(local.name).abort()

@@ -1,4 +1,4 @@
-"""S3 uploads: content addressing, multipart, checksums, clear errors (moto's S3 server over HTTP).
+"""S3 uploads: content addressing, multipart, checksums, retries, clear errors (SeaweedFS over HTTP).
 
 Bytes are counted where they arrive: a forwarding proxy sits between boto3 and the S3 server.
 """
@@ -143,3 +143,51 @@ def test_missing_credentials_name_the_fix(s3, tmp_path, monkeypatch):
     path.write_bytes(b"x")
     with pytest.raises(StorageError, match="no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
         storage_via(s3.endpoint_url).upload_file(path)
+
+
+class FirstUploadsFail:
+    """Answers ``statuses`` in turn to the first PUTs of object data, without forwarding them to S3."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = list(statuses)
+        self.injected: list[tuple[str, int]] = []
+
+    def __call__(self, method: str, path: str) -> int | None:
+        if method != "PUT" or not self.statuses:
+            return None
+        status = self.statuses.pop(0)
+        self.injected.append((path, status))
+        return status
+
+
+@pytest.mark.parametrize("multipart", [False, True], ids=["single-put", "multipart"])
+def test_uploads_retry_through_500_and_503_and_the_stored_content_verifies(s3, tmp_path, multipart):
+    faults = FirstUploadsFail([500, 503, 503])
+    size = 11 * MiB if multipart else 200_000
+    path = tmp_path / "shard.zip"
+    path.write_bytes(os.urandom(size))
+    with ForwardingProxy(s3.endpoint_url, fail_before_forward=faults) as flaky:
+        storage = storage_via(flaky.url, multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, max_concurrency=1)
+        blob = storage.upload_file(path)
+        puts = [(p, status) for method, p, status in flaky.requests if method == "PUT"]
+    assert [status for _, status in faults.injected] == [500, 503, 503]  # every fault was seen by the client
+    assert [status for _, status in puts[:3]] == [500, 503, 503]
+    assert all(status == 200 for _, status in puts[3:]) and puts[3:], puts  # then the retries went through
+    assert blob.uploaded and blob.size == size
+
+    # what the S3 server holds (read directly, not through the proxy) is the file, byte for byte
+    raw = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1")
+    head = raw.head_object(Bucket=BUCKET, Key=blob.key)
+    assert head["ContentLength"] == size and head["Metadata"]["sha256"] == sha256_file(path)
+    back = storage_via(s3.endpoint_url, prefix=storage.prefix).download(blob.key, tmp_path / "back.zip")
+    assert sha256_file(back) == sha256_file(path)
+
+
+def test_an_upload_that_keeps_failing_names_the_fix(s3, tmp_path):
+    path = tmp_path / "shard.zip"
+    path.write_bytes(os.urandom(10_000))
+    with ForwardingProxy(s3.endpoint_url, fail_before_forward=lambda method, _: 503 if method == "PUT" else None) as p:
+        with pytest.raises(StorageError, match="kept failing while trying to upload shard.zip .*check that it is"):
+            storage_via(p.url).upload_file(path)
+        attempts = sum(1 for method, _, _ in p.requests if method == "PUT")
+    assert 5 <= attempts <= 10  # boto3's standard retries (5 attempts a call), then it gives up

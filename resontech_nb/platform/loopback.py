@@ -1,10 +1,14 @@
-"""Run the whole platform path on one machine: an embedded S3 server and a forwarding proxy.
+"""Run the whole platform path on one machine: the embedded S3 server and a fault-injecting proxy.
 
-``EmbeddedS3`` starts moto's S3 server on a free loopback port and creates the bucket, so
-``resontech-nb serve --embedded-s3`` needs no cloud account. ``ForwardingProxy`` sits in front
-of any HTTP server on loopback and counts the bytes clients send through it; it can also answer
-503 to the first matching request *after* forwarding it - the failure a client sees when a
-gateway times out although the upstream server did the work (the retry must then be deduplicated).
+``EmbeddedS3`` (see ``embedded_s3.py``) is SeaweedFS on loopback, so ``resontech-nb serve
+--embedded-s3`` needs no cloud account. ``ForwardingProxy`` sits in front of any HTTP server on
+loopback and counts the bytes clients send through it. It injects two kinds of faults:
+
+- ``fail_after_forward``: the first matching request is forwarded, its answer dropped and a 503
+  sent instead - a gateway timing out although the upstream did the work (the retry must then be
+  deduplicated);
+- ``fail_before_forward``: matching requests are answered with an error status (500, 503, ...)
+  without reaching the upstream at all - a store that is briefly unavailable (the client must retry).
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
+
+from .embedded_s3 import EmbeddedS3
+
+__all__ = ["EmbeddedS3", "ForwardingProxy", "s3_error"]
 
 log = logging.getLogger(__name__)
 
@@ -31,81 +39,28 @@ _HOP_BY_HOP = {
 }
 
 
-def quiet_request_logs() -> None:
-    """Keep werkzeug from printing one line per HTTP request (S3 calls included), unless configured."""
-    logger = logging.getLogger("werkzeug")
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.WARNING)
-
-
-class EmbeddedS3:
-    """moto's S3 server on 127.0.0.1 (a free port unless given), with ``bucket`` created."""
-
-    def __init__(self, bucket: str = "resontech-nb", host: str = "127.0.0.1", port: int = 0) -> None:
-        self.bucket = bucket
-        self.host = host
-        self.port = port
-        self._server = None
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> EmbeddedS3:
-        from moto.server import ThreadedMotoServer
-
-        quiet_request_logs()
-        self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
-        self._server.start()
-        self.host, self.port = self._server.get_host_and_port()
-        self.create_bucket(self.bucket)
-        log.info("embedded S3 (moto) at %s, bucket %s", self.endpoint_url, self.bucket)
-        return self
-
-    def create_bucket(self, bucket: str) -> None:
-        import boto3
-
-        client = boto3.session.Session().client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            region_name="us-east-1",
-            aws_access_key_id="embedded",
-            aws_secret_access_key="embedded",
-        )
-        try:
-            client.create_bucket(Bucket=bucket)
-        except client.exceptions.BucketAlreadyOwnedByYou:
-            pass
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def __enter__(self) -> EmbeddedS3:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
 class ForwardingProxy:
     """An HTTP proxy on loopback in front of ``upstream`` that counts request bytes by method.
 
     ``fail_after_forward(method, path) -> bool`` is asked once per request; the first time it
     says yes, the request is forwarded, its answer dropped, and the client gets a 503 instead.
+    ``fail_before_forward(method, path) -> int | None`` is asked for every request before it is
+    forwarded; a status code it returns is answered at once (with an S3-style error body), the
+    upstream never sees that request.
     """
 
     def __init__(
         self,
         upstream: str,
         fail_after_forward: Callable[[str, str], bool] | None = None,
+        fail_before_forward: Callable[[str, str], int | None] | None = None,
         host: str = "127.0.0.1",
     ) -> None:
         parts = urlsplit(upstream)
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 80
         self.fail_after_forward = fail_after_forward
+        self.fail_before_forward = fail_before_forward
         self.bytes_by_method: Counter[str] = Counter()
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status returned to the client)
         self._failed_once = False
@@ -175,6 +130,10 @@ class ForwardingProxy:
 
             def _forward(self) -> None:
                 body = self._body()
+                injected = proxy.fail_before_forward(self.command, self.path) if proxy.fail_before_forward else None
+                if injected is not None:
+                    self._send(injected, "Injected", [("Content-Type", "application/xml")], s3_error(injected))
+                    return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
                 if body or "Content-Length" in self.headers or "Transfer-Encoding" in self.headers:
                     headers["Content-Length"] = str(len(body))
@@ -221,3 +180,12 @@ class ForwardingProxy:
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _forward
 
         return Handler
+
+
+def s3_error(status: int) -> bytes:
+    """An S3 error document for ``status`` (what boto3 parses to decide whether to retry)."""
+    code = {500: "InternalError", 503: "SlowDown"}.get(status, "ServiceUnavailable")
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+        f"<Message>injected by the proxy</Message><RequestId>proxy</RequestId></Error>"
+    ).encode()

@@ -1,198 +1,115 @@
-"""The OpenAPI 3 description of the platform's REST API, served at ``/openapi.json``."""
+"""The OpenAPI 3.1 schema, generated from the routes' own definitions.
+
+``app.py`` declares each route once as an ``Operation`` (its request model, its responses as
+models, its parameters and links) and validates requests with those same models. Here the list
+of operations becomes ``paths`` and the pydantic models become ``components/schemas`` (pydantic
+writes JSON Schema 2020-12, which OpenAPI 3.1 uses as is).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
 from .. import __version__
+from .models import REQUEST_MODELS, RESPONSE_MODELS
 
-_ERROR = {"$ref": "#/components/responses/Error"}
+BINARY = "binary"  # a response model meaning: application/octet-stream bytes
+REF = "#/components/schemas/{model}"
 
 
-def _job_path(summary: str, ok: dict[str, Any], method_doc: str = "") -> dict[str, Any]:
-    return {
-        "summary": summary,
-        "description": method_doc or summary,
-        "security": [{"bearer": []}],
-        "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-        "responses": {"200": ok, "401": _ERROR, "404": _ERROR},
+@dataclass(frozen=True)
+class Operation:
+    """One method on one path, as the schema and the server both see it."""
+
+    method: str
+    path: str  # OpenAPI form: /api/v1/jobs/{job_id}
+    operation_id: str
+    summary: str
+    responses: dict[int, tuple[Any, str]]  # status -> (model | BINARY | None, description)
+    body: type[BaseModel] | None = None
+    auth: bool = True
+    parameters: list[dict[str, Any]] = field(default_factory=list)
+    links: dict[str, dict[str, Any]] = field(default_factory=dict)  # applied to 200 and 201 answers
+
+    @property
+    def flask_rule(self) -> str:
+        return self.path.replace("{", "<").replace("}", ">")
+
+
+def _content(model: Any) -> dict[str, Any] | None:
+    if model is None:
+        return None
+    if model == BINARY:
+        return {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    return {"application/json": {"schema": {"$ref": REF.format(model=model.__name__)}}}
+
+
+def _response(op: Operation, status: int, model: Any, description: str) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": description}
+    content = _content(model)
+    if content:
+        answer["content"] = content
+    if status == 429:
+        answer["headers"] = {
+            "Retry-After": {"description": "seconds to wait", "required": True, "schema": {"type": "integer"}}
+        }
+    if status in (200, 201) and op.links:
+        answer["links"] = op.links
+    return answer
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    data: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary}
+    if op.parameters:
+        data["parameters"] = op.parameters
+    if op.body is not None:
+        data["requestBody"] = {"required": True, "content": _content(op.body)}
+    data["responses"] = {
+        str(status): _response(op, status, model, description)
+        for status, (model, description) in sorted(op.responses.items())
     }
+    data["security"] = [{"bearer": []}] if op.auth else []
+    return data
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _closed_maps(node: Any) -> Any:
+    """A map with constrained keys (``patternProperties``) allows no other keys, as pydantic validates it."""
+    if isinstance(node, dict):
+        if "patternProperties" in node:
+            node.setdefault("additionalProperties", False)
+        for value in node.values():
+            _closed_maps(value)
+    elif isinstance(node, list):
+        for value in node:
+            _closed_maps(value)
+    return node
 
 
-def openapi_schema(server_url: str = "") -> dict[str, Any]:
-    job = {"$ref": "#/components/schemas/Job"}
-    paths: dict[str, Any] = {
-        "/health": {"get": {"summary": "Liveness check", "responses": {"200": _json({"type": "object"}, "alive")}}},
-        "/api/v1/auth/login": {
-            "post": {
-                "summary": "Log in with email and password; returns a bearer token",
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Login"}}},
-                },
-                "responses": {
-                    "200": _json({"$ref": "#/components/schemas/Token"}, "a bearer token"),
-                    "400": _ERROR,
-                    "401": _ERROR,
-                },
-            }
-        },
-        "/api/v1/jobs": {
-            "post": {
-                "summary": "Submit a job whose files were uploaded to S3",
-                "security": [{"bearer": []}],
-                "parameters": [
-                    {
-                        "name": "Idempotency-Key",
-                        "in": "header",
-                        "required": False,
-                        "description": "Retries with the same key (same user) return the same job, never a second one",
-                        "schema": {"type": "string", "minLength": 8, "maxLength": 200},
-                    }
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}},
-                },
-                "responses": {
-                    "201": _json(job, "the new job"),
-                    "200": _json(job, "the job created earlier with this Idempotency-Key"),
-                    "400": _ERROR,
-                    "401": _ERROR,
-                    "409": _ERROR,
-                },
-            },
-            "get": {
-                "summary": "The caller's jobs, newest first",
-                "security": [{"bearer": []}],
-                "responses": {
-                    "200": _json({"type": "object", "properties": {"jobs": {"type": "array", "items": job}}}, "jobs"),
-                    "401": _ERROR,
-                },
-            },
-        },
-        "/api/v1/jobs/{job_id}": {"get": _job_path("Status of one job", _json(job, "the job"))},
-        "/api/v1/jobs/{job_id}/rounds": {
-            "get": _job_path(
-                "Per-round metrics",
-                _json(
-                    {
-                        "type": "object",
-                        "properties": {
-                            "rounds": {"type": "array", "items": {"$ref": "#/components/schemas/RoundRecord"}}
-                        },
-                    },
-                    "one record per finished round",
-                ),
-            )
-        },
-        "/api/v1/jobs/{job_id}/abort": {"post": _job_path("Abort a job", _json(job, "the job, now ABORTED"))},
-        "/api/v1/jobs/{job_id}/result": {
-            "get": {
-                **_job_path(
-                    "The final global model",
-                    {
-                        "description": "a PyTorch state_dict saved with torch.save",
-                        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-                    },
-                ),
-            }
-        },
-        "/openapi.json": {"get": {"summary": "This schema", "responses": {"200": _json({"type": "object"}, "")}}},
-    }
-    paths["/api/v1/jobs/{job_id}/result"]["get"]["responses"]["409"] = _ERROR
-    schemas = {
-        "Login": {
-            "type": "object",
-            "required": ["email", "password"],
-            "properties": {"email": {"type": "string", "format": "email"}, "password": {"type": "string"}},
-        },
-        "Token": {
-            "type": "object",
-            "properties": {
-                "token": {"type": "string"},
-                "token_type": {"type": "string", "enum": ["Bearer"]},
-                "expires_at": {"type": "number", "description": "Unix time"},
-                "email": {"type": "string"},
-            },
-        },
-        "JobSpec": {
-            "type": "object",
-            "required": ["name", "job_key", "shards", "num_rounds"],
-            "properties": {
-                "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
-                "job_key": {"type": "string", "description": "S3 key of the NVFlare job folder as a ZIP"},
-                "shards": {
-                    "type": "object",
-                    "additionalProperties": {"type": "string"},
-                    "description": "site name -> S3 key of its shard ZIP",
-                },
-                "num_rounds": {"type": "integer", "minimum": 1},
-                "min_clients": {"type": "integer", "minimum": 1},
-                "class_name": {"type": "string"},
-                "job_sha256": {"type": "string"},
-                "shard_sha256": {"type": "object", "additionalProperties": {"type": "string"}},
-                "training": {"type": "object"},
-            },
-        },
-        "Job": {
-            "type": "object",
-            "properties": {
-                "id": {"type": "string"},
-                "name": {"type": "string"},
-                "status": {"type": "string", "enum": ["SUBMITTED", "RUNNING", "FINISHED", "FAILED", "ABORTED"]},
-                "error": {"type": "string", "nullable": True},
-                "num_rounds": {"type": "integer"},
-                "sites": {"type": "array", "items": {"type": "string"}},
-                "rounds_done": {"type": "integer"},
-                "created_at": {"type": "number"},
-                "updated_at": {"type": "number"},
-            },
-        },
-        "ClientRound": {
-            "type": "object",
-            "properties": {
-                "status": {"type": "string", "enum": ["ok", "failed", "absent"]},
-                "loss": {"type": "number", "nullable": True},
-                "samples": {"type": "integer"},
-                "error": {"type": "string", "nullable": True},
-            },
-        },
-        "RoundRecord": {
-            "type": "object",
-            "properties": {
-                "round": {"type": "integer", "description": "from 0, as in NVFlare"},
-                "num_rounds": {"type": "integer"},
-                "global_loss": {"type": "number", "nullable": True},
-                "clients": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/ClientRound"}},
-                "started_at": {"type": "number", "nullable": True},
-                "finished_at": {"type": "number", "nullable": True},
-                "duration_s": {"type": "number", "nullable": True},
-            },
-        },
-        "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
-    }
+def component_schemas() -> dict[str, Any]:
+    models = [(m, "validation") for m in REQUEST_MODELS] + [(m, "serialization") for m in RESPONSE_MODELS]
+    _, top = models_json_schema(models, ref_template=REF)
+    return _closed_maps(top.get("$defs", {}))
+
+
+def openapi_schema(operations: list[Operation], server_url: str = "") -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
     schema: dict[str, Any] = {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "ResonTech reference platform",
             "version": __version__,
-            "description": "Submit NVFlare jobs whose files are in S3, follow their rounds, fetch the trained model.",
+            "description": "Submit NVFlare jobs whose files are in S3, follow their rounds, fetch the models.",
         },
         "paths": paths,
         "components": {
-            "schemas": schemas,
+            "schemas": component_schemas(),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "responses": {
-                "Error": {
-                    "description": "an error, with a message that names the fix",
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-                }
-            },
         },
     }
     if server_url:

@@ -5,11 +5,16 @@ run is a ``LocalTarget`` job under ``<data>/nvflare`` with the same id; its simu
 detached process, so it keeps going while the server restarts, and ``attach`` finds it again.
 With ``nvflare_startup_kit`` set, jobs go to that NVFlare deployment instead (the ``nvflare`` target),
 and the platform job remembers the deployment's job id.
+
+At most ``max_running`` jobs are active (SUBMITTED or RUNNING) at once; the others wait as QUEUED,
+oldest first, and a scheduler thread starts them as slots free up. The queue is the jobs table, so
+it survives a restart.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import zipfile
@@ -18,7 +23,7 @@ from typing import Any
 
 from ..config import FederationConfig, ResonTechConfig, TrainingConfig
 from ..errors import JobNotFoundError, ResonTechError
-from ..job import ABORTED, FAILED, FINAL_STATES, FINISHED, SUBMITTED, Job
+from ..job import ABORTED, FAILED, FINAL_STATES, FINISHED, QUEUED, RUNNING, SUBMITTED, Job
 from ..records import RoundRecord
 from ..storage import S3Storage
 from .store import JobRow, Store
@@ -26,10 +31,18 @@ from .store import JobRow, Store
 log = logging.getLogger(__name__)
 
 
-class JobRunner:
-    """Prepares and starts jobs in the background; answers status, rounds, result and abort."""
+def default_max_running() -> int:
+    """One running job per CPU core (each simulator job runs its sites in turn on one process pool)."""
+    return max(1, os.cpu_count() or 1)
 
-    def __init__(self, store: Store, data_dir: Path, s3: ResonTechConfig) -> None:
+
+class JobRunner:
+    """Queues, prepares and starts jobs in the background; answers status, rounds, result and abort."""
+
+    def __init__(self, store: Store, data_dir: Path, s3: ResonTechConfig, max_running: int | None = None) -> None:
+        self.max_running = max_running or default_max_running()
+        if self.max_running < 1:
+            raise ValueError("max_running must be at least 1")
         self.store = store
         self.data_dir = Path(data_dir)
         self.s3 = s3
@@ -38,6 +51,10 @@ class JobRunner:
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
         self._launch_lock = threading.Lock()
+        self._schedule_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._scheduler: threading.Thread | None = None
 
     @property
     def nvflare_home(self) -> Path:
@@ -57,6 +74,54 @@ class JobRunner:
         from ..targets.local import LocalTarget
 
         return LocalTarget(ResonTechConfig(), home=self.nvflare_home)
+
+    # -- queue --------------------------------------------------------------------------
+    def schedule(self) -> None:
+        """Move the oldest QUEUED jobs to SUBMITTED (and start them) while a slot is free."""
+        with self._schedule_lock:
+            active = [self.status(job) for job in self.store.jobs_with_status(SUBMITTED, RUNNING)]
+            free = self.max_running - sum(1 for job in active if job.status in (SUBMITTED, RUNNING))
+            if free <= 0:
+                return
+            for job in self.store.jobs_with_status(QUEUED)[:free]:
+                if self.store.transition(job.id, QUEUED, SUBMITTED):  # an abort in between wins
+                    log.info("job %s leaves the queue", job.id)
+                    self.start(self.store.job(job.id) or job)
+
+    def queue_position(self, job: JobRow) -> int | None:
+        """1 for the next job to start; None unless the job is QUEUED."""
+        if job.status != QUEUED:
+            return None
+        ids = [j.id for j in self.store.jobs_with_status(QUEUED)]
+        return ids.index(job.id) + 1 if job.id in ids else None
+
+    def wake(self) -> None:
+        """Ask the scheduler to look at the queue now (a job was added or ended)."""
+        self._wake.set()
+
+    def start_scheduler(self, interval: float = 1.0) -> None:
+        if self._scheduler is not None:
+            return
+        self._stopping.clear()
+
+        def loop() -> None:
+            while not self._stopping.is_set():
+                try:
+                    self.schedule()
+                except Exception:  # noqa: BLE001 - the loop must outlive one bad tick
+                    log.exception("scheduling failed; trying again")
+                self._wake.wait(interval)
+                self._wake.clear()
+
+        self._scheduler = threading.Thread(target=loop, name="platform-scheduler", daemon=True)
+        self._scheduler.start()
+
+    def stop_scheduler(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._scheduler is not None:
+            self._scheduler.join(timeout=30)
+            self._scheduler = None
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self, job: JobRow) -> None:
@@ -154,27 +219,42 @@ class JobRunner:
         if state.status != job.status or state.error != job.error:
             self.store.update_job(job.id, status=state.status, error=state.error)
             job = self.store.job(job.id) or job
+            if job.status in FINAL_STATES:
+                self.wake()  # a slot is free
         return job
 
     def rounds(self, job: JobRow) -> list[RoundRecord]:
         local = self.local_job(job)
         return local.rounds if local is not None else []
 
-    def result_path(self, job: JobRow) -> Path | None:
-        """The final global model file, once the job has FINISHED."""
+    def evaluation(self, job: JobRow) -> dict[str, Any]:
+        """``{"best_round": int | None, "cross_site": {model: {site: metrics}}}`` as NVFlare recorded it."""
+        local = self.local_job(job)
+        if local is None:
+            return {"best_round": None, "cross_site": {}}
+        return {"best_round": local.best_round, "cross_site": local.cross_site}
+
+    def result_path(self, job: JobRow, which: str = "final") -> Path | None:
+        """The global model file (``which``: "final" or "best"), once the job has FINISHED.
+
+        Raises ``JobNotFoundError`` when the job kept no such model (no ``select_metric`` for "best").
+        """
         job = self.status(job)
         if job.status != FINISHED:
             return None
         local = self.local_job(job)
         if local is None:
             return None
-        if not self.on_deployment:
+        if which == "final" and not self.on_deployment and local.model_path is not None:
             return local.model_path
-        path = self.data_dir / "jobs" / job.id / "result.pt"
-        if not path.is_file():  # fetched once from the deployment, then served from here
+        path = self.data_dir / "jobs" / job.id / f"result-{which}.pt"
+        if not path.is_file():  # fetched once from NVFlare's workspace or deployment, then served from here
             import torch
 
-            torch.save(local.result(), path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            torch.save(local.result(which), tmp)
+            os.replace(tmp, path)
         return path
 
     def abort(self, job: JobRow) -> JobRow:
@@ -186,6 +266,7 @@ class JobRunner:
             if local is not None:
                 local.abort()
             self.store.update_job(job.id, status=ABORTED, error="aborted by the user")
+        self.wake()
         return self.store.job(job.id) or job
 
 

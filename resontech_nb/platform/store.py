@@ -82,7 +82,7 @@ class JobRow:
 
 
 def _hash_password(password: str, salt: bytes, iterations: int) -> bytes:
-    return hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+    return hashlib.pbkdf2_hmac("sha256", password.encode("utf-8", "surrogatepass"), salt, iterations)
 
 
 def _token_digest(token: str) -> str:
@@ -92,8 +92,9 @@ def _token_digest(token: str) -> str:
 class Store:
     """A small thread-safe wrapper over one SQLite file."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, token_ttl_s: float = TOKEN_TTL_S) -> None:
         self.path = Path(path)
+        self.token_ttl_s = token_ttl_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -143,9 +144,10 @@ class Store:
             return [r["email"] for r in self._db.execute("SELECT email FROM users ORDER BY email")]
 
     # -- tokens -----------------------------------------------------------------------
-    def issue_token(self, email: str, ttl_s: float = TOKEN_TTL_S) -> tuple[str, float]:
+    def issue_token(self, email: str, ttl_s: float | None = None) -> tuple[str, float]:
+        """A new bearer token for ``email``, valid ``ttl_s`` seconds (default: the store's ``token_ttl_s``)."""
         token = secrets.token_urlsafe(32)
-        expires_at = time.time() + ttl_s
+        expires_at = time.time() + (self.token_ttl_s if ttl_s is None else ttl_s)
         with self._lock:
             self._db.execute("DELETE FROM tokens WHERE expires_at < ?", (time.time(),))
             self._db.execute(
@@ -162,6 +164,12 @@ class Store:
         if row is None or row["expires_at"] < time.time():
             return None
         return row["email"]
+
+    def revoke_token(self, token: str) -> bool:
+        """End the session of ``token`` (logout); False when it was not a live token."""
+        with self._lock:
+            cursor = self._db.execute("DELETE FROM tokens WHERE token_sha256 = ?", (_token_digest(token),))
+        return cursor.rowcount > 0
 
     # -- jobs -------------------------------------------------------------------------
     def create_job(
@@ -216,6 +224,15 @@ class Store:
             row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job_row(row) if row is not None else None
 
+    def jobs_with_status(self, *statuses: str) -> list[JobRow]:
+        """All jobs in one of ``statuses``, oldest first (the queue order)."""
+        marks = ", ".join("?" for _ in statuses)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY created_at, rowid", statuses
+            ).fetchall()
+        return [_job_row(r) for r in rows]
+
     def jobs(self, owner: str | None = None) -> list[JobRow]:
         with self._lock:
             if owner is None:
@@ -225,6 +242,15 @@ class Store:
                     "SELECT * FROM jobs WHERE owner = ? ORDER BY created_at DESC", (owner.lower(),)
                 ).fetchall()
         return [_job_row(r) for r in rows]
+
+    def transition(self, job_id: str, old: str, new: str) -> bool:
+        """Set the job's status to ``new`` only if it is still ``old`` (so an abort is never overwritten)."""
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE jobs SET status = ?, updated_at = ? WHERE id = ? AND status = ?",
+                (new, time.time(), job_id, old),
+            )
+        return cursor.rowcount > 0
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         allowed = {"status", "error", "local_id"}

@@ -60,6 +60,7 @@ MODEL_FILES = {"final": MODEL_FILE, "best": "models/best_model.pt"}
 STATUS_FILE = "rt_status.json"  # the server's word on how the run ended (jobcode/rt_recorder.py)
 EVALUATION_FILE = "evaluation.json"  # best round and cross-site results (jobcode/rt_evaluation.py)
 HANG_GRACE_S = 20.0  # after the run ended, how long NVFlare may keep reporting RUNNING
+LOST_CONTACT_S = 60.0  # how long the server may stay unreachable before a running job counts as FAILED
 RECORDER_PATH = "rt_recorder.RoundRecorder"
 
 # NVFlare's job status (nvflare.apis.job_def.RunStatus) -> ours. Anything else that starts
@@ -324,6 +325,7 @@ class NVFlareJob(Job):
         self.state_dir = Path(state_dir)
         self.nvflare_status: str | None = None
         self._run_ended_seen: float | None = None
+        self._unreachable_since: float | None = None
 
     @property
     def result_dir(self) -> Path:
@@ -332,7 +334,17 @@ class NVFlareJob(Job):
 
     # -- the four target methods ---------------------------------------------------
     def _poll(self) -> JobState:
-        meta = self._link.call(lambda s: s.get_job_meta(self.id))
+        try:
+            meta = self._link.call(lambda s: s.get_job_meta(self.id))
+        except DeploymentUnreachableError as exc:
+            # The server process died (or the network did): after LOST_CONTACT_S the job is given up on.
+            self._unreachable_since = self._unreachable_since or time.monotonic()
+            if time.monotonic() - self._unreachable_since < LOST_CONTACT_S:
+                return self._state
+            return JobState(
+                FAILED, f"lost contact with the NVFlare server for {LOST_CONTACT_S:.0f} s while the job ran: {exc}"
+            )
+        self._unreachable_since = None
         self.nvflare_status = meta.get("status")
         state = map_status(self.nvflare_status)
         if state.status == RUNNING and self._lingers():

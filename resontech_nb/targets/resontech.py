@@ -123,10 +123,14 @@ class ResonTechJob(Job):
     def _fetch_rounds(self) -> list[RoundRecord]:
         return self.client.rounds(self.id)
 
+    def _fetch_evaluation(self) -> dict[str, Any]:
+        return self.client.evaluation(self.id)
+
     def _fetch_result(self, which: str = "final") -> dict[str, Any]:
         import torch
 
-        return torch.load(io.BytesIO(self.client.result(self.id)), map_location="cpu", weights_only=True)
+        data = self.client.result(self.id, which)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
     def _abort(self) -> None:
         self.client.abort(self.id)

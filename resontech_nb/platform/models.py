@@ -1,0 +1,119 @@
+"""The platform API's request and response bodies as pydantic models.
+
+These classes are the single definition of the API's data: ``app.py`` validates every request
+body with them and shapes every JSON answer through them, and ``openapi.py`` turns the same
+classes into the schema's ``components/schemas``. Request models are strict (no type coercion)
+and forbid unknown fields, so what the schema calls valid is exactly what the server accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from ..job import ABORTED, FAILED, FINISHED, QUEUED, RUNNING, SUBMITTED
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
+IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{8,200}$"
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+S3Key = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!_.*'()/-]{1,1024}$")]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+Status = Literal[QUEUED, SUBMITTED, RUNNING, FINISHED, FAILED, ABORTED]  # type: ignore[valid-type]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginRequest(_Request):
+    """Email and password; answered with a bearer token."""
+
+    email: Annotated[str, StringConstraints(min_length=1, max_length=254)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
+class JobSpec(_Request):
+    """A job whose ZIP and shards were uploaded to the platform's bucket beforehand."""
+
+    name: Name = Field(description="job name: 1-64 letters, digits, '_', '.' or '-'")
+    job_key: S3Key = Field(description="S3 key of the job folder's ZIP")
+    shards: dict[Name, S3Key] = Field(
+        min_length=1, max_length=256, description="site name -> S3 key of that site's shard ZIP"
+    )
+    num_rounds: int = Field(ge=1, le=10_000)
+    min_clients: int | None = Field(default=None, ge=1, le=256)
+    class_name: Annotated[str, StringConstraints(max_length=200)] | None = None
+    job_sha256: Sha256 | None = None
+    shard_sha256: dict[Name, Sha256] | None = Field(default=None, max_length=256)
+    training: dict[str, Any] | None = Field(default=None, description="the TrainingConfig fields, for the record")
+
+    @field_validator("num_rounds", "min_clients", mode="before")
+    @classmethod
+    def _integral(cls, value: Any) -> Any:
+        """JSON Schema's integer includes 5.0; strict pydantic alone would refuse it."""
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
+
+class Token(_Response):
+    token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_at: float = Field(description="seconds since the epoch")
+    email: str
+
+
+class JobInfo(_Response):
+    id: str
+    name: str
+    status: Status
+    error: str | None
+    num_rounds: int
+    sites: list[str]
+    created_at: float
+    updated_at: float
+    queue_position: int | None = Field(default=None, description="1 = next to start; set while QUEUED")
+    rounds_done: int | None = Field(default=None, description="finished rounds (on the single-job route)")
+
+
+class JobList(_Response):
+    jobs: list[JobInfo]
+
+
+class Round(BaseModel):
+    """One finished round: see ``resontech_nb.records.RoundRecord`` for every field."""
+
+    model_config = ConfigDict(extra="allow")
+    round: int
+    num_rounds: int | None = None
+    global_loss: float | None = None
+    clients: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class Rounds(_Response):
+    rounds: list[Round]
+
+
+class Evaluation(_Response):
+    best_round: int | None = Field(description="the round whose global model scored best on select_metric")
+    cross_site: dict[str, dict[str, dict[str, Any]]] = Field(description="model -> site -> metrics")
+
+
+class Health(_Response):
+    status: Literal["ok"]
+
+
+class Error(_Response):
+    error: str = Field(description="what went wrong and how to fix it")
+
+
+RESPONSE_MODELS: tuple[type[BaseModel], ...] = (Token, JobInfo, JobList, Rounds, Evaluation, Health, Error)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (LoginRequest, JobSpec)
