@@ -22,6 +22,10 @@ class PreflightError(CaptureError):
     """The captured model failed to instantiate or to run one forward pass."""
 
 
+class CaptureWarning(UserWarning):
+    """Captured code that works but will not behave as intended on the sites (e.g. a global ``device``)."""
+
+
 class ManifestError(ResonTechError):
     """A shard ZIP or its manifest.ndjson is invalid."""
 

@@ -13,6 +13,7 @@ import functools
 import getpass
 import logging
 import os
+import re
 import shlex
 import warnings
 from collections.abc import Callable
@@ -24,9 +25,9 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Bool, Float, Int, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
-from .capture import TRAIN_FN_NAME, ModelSpec, capture
+from .capture import EVAL_FN_NAME, TRAIN_FN_NAME, ModelSpec, capture, warm_up
 from .config import SECRET_FIELDS, FederationConfig, ResonTechConfig, TrainingConfig
-from .errors import ResonTechError
+from .errors import CaptureWarning, ResonTechError
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +207,9 @@ class FLMagics(Magics, Configurable):
     @_usage_errors
     def fl_model(self, line: str, cell: str) -> None:
         """Run the cell, then capture its nn.Module subclass (and fl_train_model) into ``fl_model``."""
-        args = parse_argstring(self.fl_model, line)
+        args = _parse_line(self.fl_model, _attach_negative_values(line))
         input_shape = _parse_shape(args.input_shape)
+        warm_up()  # the clean process for preflight imports torch while the cell runs
         python = self.shell.transform_cell(cell)
         try:
             tree = ast.parse(python)
@@ -222,10 +224,14 @@ class FLMagics(Magics, Configurable):
                 f"the cell raised an error (shown above): fix it and run it again ({MODEL_VAR} is unchanged)"
             )
         model_cls = self._model_class(tree, args.name)
-        train_fn = None
-        if TRAIN_FN_NAME in _defined_names(tree):
-            train_fn = self.shell.user_ns.get(TRAIN_FN_NAME)
-        spec = capture(model_cls, train_fn, namespace=self.shell.user_ns, input_shape=input_shape, cell_source=python)
+        defined = _defined_names(tree)
+        train_fn = self.shell.user_ns.get(TRAIN_FN_NAME) if TRAIN_FN_NAME in defined else None
+        eval_fn = self.shell.user_ns.get(EVAL_FN_NAME) if EVAL_FN_NAME in defined else None
+        with warnings.catch_warnings():  # the summary shown below lists capture's warnings
+            warnings.simplefilter("ignore", CaptureWarning)
+            spec = capture(
+                model_cls, train_fn, eval_fn, namespace=self.shell.user_ns, input_shape=input_shape, cell_source=python
+            )
         self.shell.user_ns[MODEL_VAR] = spec
         _show(spec)
 
@@ -234,10 +240,7 @@ class FLMagics(Magics, Configurable):
 
         user_ns = self.shell.user_ns
         if name:
-            value = user_ns.get(name)
-            if not (isinstance(value, type) and issubclass(value, torch.nn.Module)):
-                raise UsageError(f"--name {name}: no torch.nn.Module subclass called {name} is defined; check the name")
-            return value
+            return _named_model_class(user_ns, name)
         classes = [
             n.name
             for n in tree.body
@@ -247,6 +250,12 @@ class FLMagics(Magics, Configurable):
         ]
         classes = list(dict.fromkeys(classes))
         if not classes:
+            plain = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+            if plain:
+                raise UsageError(
+                    f"the cell defines no torch.nn.Module subclass ({', '.join(plain)} does not derive from "
+                    "nn.Module): derive your model class from nn.Module"
+                )
             raise UsageError("the cell defines no torch.nn.Module subclass: define your model class in this cell")
         if len(classes) > 1:
             raise UsageError(
@@ -502,6 +511,35 @@ def _defined_names(tree: ast.Module) -> set[str]:
     return names
 
 
+def _named_model_class(user_ns: dict[str, Any], name: str) -> type:
+    """The class ``--name`` names, or a UsageError saying what ``name`` is instead."""
+    import torch
+
+    value = user_ns.get(name)
+    if isinstance(value, type) and issubclass(value, torch.nn.Module):
+        return value
+    head = f"--name {name}: no torch.nn.Module subclass called {name}"
+    if name not in user_ns:
+        models = sorted(
+            k
+            for k, v in user_ns.items()
+            if isinstance(v, type) and issubclass(v, torch.nn.Module) and v.__module__ == "__main__"
+        )
+        known = f"; model classes in the notebook: {', '.join(models)}" if models else ""
+        raise UsageError(f"{head} (nothing of that name is defined{known}): check the name")
+    if not isinstance(value, type):
+        raise UsageError(f"{head} ({name} is a {type(value).__name__}): give the name of your nn.Module class")
+    raise UsageError(
+        f"{head} (class {name} does not derive from nn.Module): derive it from nn.Module, "
+        "or give the name of your model class"
+    )
+
+
+def _attach_negative_values(line: str) -> str:
+    """``--input-shape -1,3`` -> ``--input-shape=-1,3``, so argparse does not read ``-1,3`` as an option."""
+    return re.sub(r"(--input-shape)\s+(-\S*)", r"\1=\2", line)
+
+
 def _parse_line(magic: Callable[..., Any], line: str) -> Any:
     """``parse_argstring`` with shell quoting (``--shards "my data/shards"``, ``--job-name='a'``), and
     argparse's complaint turned into one that names the fix."""
@@ -524,15 +562,23 @@ def _parse_line(magic: Callable[..., Any], line: str) -> Any:
 
 
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
-    if not text:
+    """``1,3,32,32`` (also ``(1, 3, 32, 32)``) -> a tuple of positive ints; anything else is a UsageError."""
+    if text is None:
         return None
-    try:
-        shape = tuple(int(part) for part in text.replace("(", "").replace(")", "").replace("x", ",").split(",") if part)
-    except ValueError:
-        shape = ()
-    if not shape or any(d < 1 for d in shape):
-        raise UsageError(f"--input-shape {text!r} is not a shape: give positive integers like 1,3,32,32")
-    return shape
+    example = "give positive integers like 1,3,32,32 (separated by commas)"
+    text = text.strip().strip("'\"")  # IPython keeps the quotes of --input-shape "(1, 3)"
+    body = text.strip().strip("()[]").strip()
+    if not body:
+        raise UsageError(f"--input-shape {text!r} is empty: {example}")
+    parts = [part.strip() for part in body.split(",")]
+    if parts[-1] == "" and len(parts) > 1:  # (4,) as Python writes a one-dimensional shape
+        parts.pop()
+    for part in parts:
+        if not part.lstrip("-").isdigit():
+            raise UsageError(f"--input-shape {text!r} is not a shape: {part!r} is not an integer; {example}")
+        if int(part) < 1:
+            raise UsageError(f"--input-shape {text!r} is not a shape: dimension {part} is not positive; {example}")
+    return tuple(int(part) for part in parts)
 
 
 def _show(obj: Any) -> None:

@@ -58,7 +58,7 @@ def test_names_from_earlier_cells_are_written_into_model_def(ip, tmp_path):
         "import torch.nn as nn",
         "import torch.nn as tnn",
         "import torch.nn.functional as F",
-        "from rt_default_train import default_train_model",
+        "from rt_default_train import default_evaluate_model, default_train_model",
     ]
     assert "import torch\n" not in spec.source  # torch itself is not used by the class
     assert spec.helpers == ["HIDDEN", "SIZES", "act"]
@@ -80,10 +80,11 @@ def test_names_from_earlier_cells_are_written_into_model_def(ip, tmp_path):
 def test_default_training_loop_is_appended_when_no_train_fn(ip):
     run_cells(ip, ALIAS_CELL, HELPER_CELL, CONSTANT_CELL, NET_CELL)
     spec = capture(ip.user_ns["Net"], namespace=ip.user_ns)
-    assert not spec.has_train_fn
+    assert not spec.has_train_fn and not spec.has_eval_fn
     assert spec.source.rstrip().endswith(
-        "from rt_default_train import default_train_model\n\n\n"
-        "def fl_train_model(payload):\n    return default_train_model(Net, payload)"
+        "from rt_default_train import default_evaluate_model, default_train_model\n\n\n"
+        "def fl_train_model(payload):\n    return default_train_model(Net, payload)\n\n\n"
+        "def fl_evaluate_model(payload):\n    return default_evaluate_model(Net, payload)"
     )
     net = spec.load_class()()  # the class comes back from the source alone
     assert isinstance(net, torch.nn.Module) and sum(p.numel() for p in net.parameters()) == spec.param_count
@@ -165,10 +166,14 @@ def test_module_classes_and_functions_capture_from_their_file(tmp_path):
             r"`t` used by Net is a tensor .*inside the class or fl_train_model",
         ),
         ("", "x = undefined_thing(x)", r"name 'undefined_thing' used by Net is not defined in the notebook"),
-        ("scale = [1.0, float('nan')]", "x = x * scale[0]", r"`scale` used by Net is an object \(list\)"),
+        (
+            "scale = [1.0, torch.ones(1)]",
+            "x = x * scale[0]",
+            r"`scale` used by Net is an object \(list\) \(it holds a tensor of type torch.Tensor, which has no source",
+        ),
         ("", "display(x)", r"display\(\) used by Net is an IPython built-in"),
     ],
-    ids=["open-file", "tensor", "undefined", "nan-list", "ipython-builtin"],
+    ids=["open-file", "tensor", "undefined", "list-with-tensor", "ipython-builtin"],
 )
 def test_names_that_cannot_be_written_fail_at_capture_naming_the_fix(ip, setup, body, message):
     run_cells(ip, "import torch\nimport torch.nn as nn\n" + setup)
