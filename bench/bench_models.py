@@ -28,3 +28,21 @@ def sleeping_train(payload):
 
     time.sleep(4.0)
     return bench_train(payload)
+
+
+SIZE_ENV = "RT_BENCH_MILLIONS"
+
+
+class ScaledNet(nn.Module):
+    """About ``$RT_BENCH_MILLIONS`` million parameters (default 1) in 1024 x 1024 linear layers."""
+
+    def __init__(self):
+        super().__init__()
+        import os
+
+        millions = float(os.environ.get(SIZE_ENV, "1"))
+        layers = max(1, round(millions * 1e6 / (1024 * 1024 + 1024)))
+        self.layers = nn.Sequential(*[nn.Linear(1024, 1024) for _ in range(layers)])
+
+    def forward(self, x):
+        return self.layers(x)

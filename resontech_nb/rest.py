@@ -9,10 +9,12 @@ retrying a submit is safe because it carries an ``Idempotency-Key``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,10 +41,12 @@ class _Retry(Retry):
     RETRY_AFTER_STATUS_CODES = frozenset({503})
 
 
-def token_cache_path(base_url: str) -> Path:
-    """Where the token for ``base_url`` is cached."""
+def token_cache_path(base_url: str, email: str = "") -> Path:
+    """Where the token of ``email`` at ``base_url`` is cached (one file per account, so users never evict
+    each other's sessions)."""
     host = urlsplit(base_url).netloc or base_url
-    return jobs_home() / "tokens" / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', host)}.json"
+    account = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:16]
+    return jobs_home() / "tokens" / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', host)}-{account}.json"
 
 
 class PlatformClient:
@@ -135,7 +139,7 @@ class PlatformClient:
     def _forget_token(self) -> None:
         self._token = None
         self._expires_at = 0.0
-        token_cache_path(self.base_url).unlink(missing_ok=True)
+        token_cache_path(self.base_url, self.email or "").unlink(missing_ok=True)
 
     def _valid_token(self) -> str | None:
         if self._token and self._expires_at - _EXPIRY_MARGIN_S > time.time():
@@ -147,7 +151,7 @@ class PlatformClient:
         return None
 
     def _load_token(self) -> tuple[str, float] | None:
-        path = token_cache_path(self.base_url)
+        path = token_cache_path(self.base_url, self.email or "")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -160,7 +164,7 @@ class PlatformClient:
         return str(data["token"]), expires_at
 
     def _save_token(self) -> None:
-        path = token_cache_path(self.base_url)
+        path = token_cache_path(self.base_url, self.email or "")
         path.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(path.parent, 0o700)
         data = {
@@ -169,8 +173,7 @@ class PlatformClient:
             "token": self._token,
             "expires_at": self._expires_at,
         }
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")  # 0600, unique per writer
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f)
         os.replace(tmp, path)

@@ -95,17 +95,11 @@ def flaky_evaluate(payload):
 # -- guards: results that must never reach the global model --------------------------------------------
 
 
-def wrong_shape_train(payload):
-    """site-2 returns a weight of the wrong shape; the others train as delta_train."""
+def bad_update_train(payload):
+    """site-2 returns a bias of the wrong shape every round; site-3 diverges to NaN in its second round."""
     out = delta_train(payload)
     if payload["site_name"] == "site-2":
         out["weights"]["b"] = torch.zeros(5)
-    return out
-
-
-def nan_train(payload):
-    """site-3 diverges in its second round."""
-    out = delta_train(payload)
     if payload["site_name"] == "site-3" and payload["round"] == 1:
         out["weights"]["w"] = out["weights"]["w"] * float("nan")
     return out
@@ -114,7 +108,7 @@ def nan_train(payload):
 def hanging_train(payload):
     """site-2 hangs in its second round (far longer than the test's train_timeout)."""
     if payload["site_name"] == "site-2" and payload["round"] == 1:
-        time.sleep(45)
+        time.sleep(25)
     return delta_train(payload)
 
 

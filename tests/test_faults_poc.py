@@ -81,6 +81,7 @@ def test_a_dead_server_ends_the_job_failed_within_bounded_time(poc, tmp_path):
     )
     try:
         job = target.submit(BuiltJob(job_dir, dict(shard_set.shards), TRAINING, federation, spec.class_name))
+        job.lost_contact_s = 15
         deadline = time.monotonic() + 180
         while not job.rounds and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -93,3 +94,5 @@ def test_a_dead_server_ends_the_job_failed_within_bounded_time(poc, tmp_path):
         print(f"FAILED {time.monotonic() - started:.0f} s after the server was killed")
     finally:
         target.close()
+        for proc in poc.processes():  # the deployment is broken now: nothing to shut down in order
+            proc.send_signal(signal.SIGKILL)

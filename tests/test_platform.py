@@ -124,7 +124,7 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 def test_login_gives_a_private_cached_token(platform, s3):
     client = PlatformClient(config_for(platform.url, "alice@example.com", s3))
     client.login()
-    cache = token_cache_path(platform.url)
+    cache = token_cache_path(platform.url, "alice@example.com")
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600
     assert PASSWORDS["alice@example.com"] not in cache.read_text()
     # a new client (a restarted kernel) without the password reuses the cached token

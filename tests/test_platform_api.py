@@ -93,7 +93,7 @@ def test_logout_revokes_the_token(platform):
     token = client._token
     assert requests.get(f"{platform.url}/api/v1/jobs", headers=bearer(token), timeout=10).status_code == 200
     client.logout()
-    assert not token_cache_path(platform.url).exists()
+    assert not token_cache_path(platform.url, EMAIL).exists()
     refused = requests.get(f"{platform.url}/api/v1/jobs", headers=bearer(token), timeout=10)
     assert refused.status_code == 401 and "logged out" in refused.json()["error"]
 

@@ -36,10 +36,12 @@ from resontech_nb.targets.nvflare import NVFlareTarget, map_status
 TRAINING = TrainingConfig(img_size=16)
 
 
-def built_job(train_fn, shards: list[Path], out: Path, rounds: int, name: str) -> BuiltJob:
-    spec = capture(fl_models.DeltaNet, train_fn)
+def built_job(train_fn, shards: list[Path], out: Path, rounds: int, name: str, eval_fn=None, **extra) -> BuiltJob:
+    spec = capture(fl_models.DeltaNet, train_fn, eval_fn=eval_fn)
     shard_set = validate_shards(shards, TRAINING)
-    federation = FederationConfig(num_rounds=rounds, min_clients=2, wait_time_after_min_received=0, job_name=name)
+    federation = FederationConfig(
+        num_rounds=rounds, min_clients=2, wait_time_after_min_received=0, job_name=name, **extra
+    )
     job_dir = build_job(spec, shard_set, TRAINING, federation, out=out)
     return BuiltJob(job_dir, dict(shard_set.shards), TRAINING, federation, spec.class_name)
 
@@ -78,7 +80,16 @@ def shards(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def delta_job(shards, tmp_path_factory):
-    return built_job(fl_models.delta_train, shards, tmp_path_factory.mktemp("build") / "delta", 3, "delta")
+    return built_job(
+        fl_models.metric_train,
+        shards,
+        tmp_path_factory.mktemp("build") / "delta",
+        3,
+        "delta",
+        eval_fn=fl_models.delta_evaluate,
+        select_metric="dist_loss",
+        cross_site_eval=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +126,19 @@ def test_poc_job_records_every_round(finished_jobs):
         assert {site: c.samples for site, c in record.clients.items()} == {"site-1": 10, "site-2": 20}
         assert record.global_loss == pytest.approx((10 * 1 + 20 * 2) / 30)
     assert [r.global_loss for r in rounds] == [r.global_loss for r in in_simulator.rounds]
+
+
+@pytest.mark.slow
+def test_poc_job_carries_the_simulators_metrics_validation_and_best_model(finished_jobs):
+    on_poc, in_simulator = finished_jobs
+    for poc, sim in zip(on_poc.rounds, in_simulator.rounds, strict=True):
+        assert poc.metrics == sim.metrics and poc.validation == sim.validation
+        assert {s: c.validation for s, c in poc.clients.items()} == {s: c.validation for s, c in sim.clients.items()}
+    assert on_poc.rounds[-1].validation["mean_w"] == pytest.approx(expected_weights(3)["w"].mean().item())
+    assert on_poc.best_round == in_simulator.best_round is not None
+    assert on_poc.cross_site == in_simulator.cross_site and set(on_poc.cross_site) == {"global", "site-1", "site-2"}
+    for name, value in in_simulator.result(which="best").items():
+        assert torch.equal(on_poc.result(which="best")[name], value)
 
 
 @pytest.mark.slow

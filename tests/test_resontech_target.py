@@ -171,3 +171,34 @@ def test_fl_submit_target_resontech_in_a_notebook(platform, s3, shards, tmp_path
     assert printed.strip() == f"{expected} FINISHED"
     assert [j.owner for j in platform.store.jobs()] == [EMAIL]
     assert PASSWORD not in nbformat.writes(nb)
+
+
+def comparable(job) -> list[dict]:
+    """What a user reads of a job's rounds, without timestamps."""
+    return [
+        {
+            "round": r.round,
+            "metrics": r.metrics,
+            "validation": r.validation,
+            "clients": {name: (c.status, c.samples, c.metrics, c.validation) for name, c in r.clients.items()},
+        }
+        for r in job.rounds
+    ]
+
+
+def test_evaluation_through_the_platform_matches_the_local_target(platform, s3, shards):
+    spec = capture(fl_models.DeltaNet, fl_models.metric_train, eval_fn=fl_models.delta_evaluate)
+    training = TrainingConfig(img_size=8)
+    federation = FEDERATION.replace(select_metric="dist_loss", cross_site_eval=True, num_rounds=3)
+    local = api.submit(spec, shards, training, federation, target="local")
+    remote = api.submit(
+        spec, shards, training, federation, target="resontech", config=remote_config(platform, s3.endpoint_url)
+    )
+    assert remote.wait(timeout=300) == "FINISHED", remote.error
+    assert local.wait(timeout=300) == "FINISHED", local.error
+    assert comparable(remote) == comparable(local)
+    assert remote.rounds[-1].validation["mean_w"] == pytest.approx(2.5 + 3 * 2.5)
+    assert remote.best_round == local.best_round == 0  # |mean_w - 5| is smallest for round 1's model
+    assert remote.cross_site == local.cross_site and set(remote.cross_site) == {"global", "site-1", "site-2", "site-3"}
+    for name, value in local.result(which="best").items():
+        assert torch.equal(remote.result(which="best")[name], value)

@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 ROUNDS_FILE = "rounds.jsonl"
 STATUS_FILE = "rt_status.json"  # the server's word on how the run ended (jobcode/rt_recorder.py)
 EVALUATION_FILE = "evaluation.json"  # best round and cross-site results (jobcode/rt_evaluation.py)
-HANG_GRACE_S = 20.0  # the server ended the run; a simulator still up after this is stuck on a hung site
-SITE_FAILURE = re.compile(r"round (?P<round>\d+) failed on (?P<site>[\w.-]+): (?P<message>.*)")
+HANG_GRACE_S = 15.0  # the server ended the run; a simulator still up after this is stuck on a hung site
+SITE_FAILURE = re.compile(r"(?<!of )round (?P<round>\d+) failed on (?P<site>[\w.-]+): (?P<message>.*)")
 MODEL_FILES = {"final": "global_model.pt", "best": "best_model.pt"}
 _CHILDREN: dict[str, subprocess.Popen] = {}  # reaped by this process when it started them
 
@@ -158,14 +158,14 @@ class LocalJob(Job):
             return JobState(FAILED, str(server["error"]))
         if len(records) >= self.num_rounds and self.model_path is not None:
             return JobState(FINISHED)
-        detail = self._error_from_log()
-        if detail:
-            return JobState(FAILED, detail)
-        return JobState(
-            FAILED,
-            f"NVFlare's simulator stopped after {len(records)} of {self.num_rounds} round(s) without an error "
-            f"in its log (was it killed from outside?); see {self.log_path}",
-        )
+        site_failure = self._site_failure_from_log()
+        if site_failure:
+            return JobState(FAILED, site_failure)
+        stopped = f"NVFlare's simulator stopped after {len(records)} of {self.num_rounds} round(s)"
+        if not server.get("ended"):
+            stopped += " before its run ended (was it killed from outside?)"
+        last = self._last_error_in_log()
+        return JobState(FAILED, f"{stopped}; " + (f"last error in its log: {last}" if last else f"see {self.log_path}"))
 
     def _server_status(self) -> dict[str, Any]:
         return _read_json(self._find(STATUS_FILE))
@@ -217,19 +217,25 @@ class LocalJob(Job):
             return candidate
         return None
 
-    def _error_from_log(self) -> str | None:
-        """The most useful line of the simulator's log: a site's own failure first, else the last error."""
+    def _log_lines(self) -> list[str]:
         try:
-            lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+            return self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:
-            return None
-        for line in lines:
+            return []
+
+    def _site_failure_from_log(self) -> str | None:
+        """A site's own failure (``round N failed on site: message``), rounds shown from 1."""
+        for line in self._log_lines():
             match = SITE_FAILURE.search(line)
             if match:
-                return f"{match['site']} failed round {match['round']}: {match['message'].strip()}"[:500]
-        for line in reversed(lines):
+                shown = int(match["round"]) + 1
+                return f"{match['site']} failed round {shown}: {match['message'].strip()}"[:500]
+        return None
+
+    def _last_error_in_log(self) -> str | None:
+        for line in reversed(self._log_lines()):
             if " ERROR " in line or line.startswith(("Error", "Traceback")) or "Exception" in line:
-                return line.strip()[-500:]
+                return line.strip()[-300:]
         return None
 
 

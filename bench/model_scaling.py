@@ -1,0 +1,157 @@
+"""Per-round time and peak memory against model size and number of sites: our job and a hand-written one.
+
+Both run in NVFlare's simulator with a trivial update (add 0.01 to every weight), so the time is moving
+and averaging the weights. Per round = (T(hi) - T(lo)) / (hi - lo) over whole runs (start-up cancels).
+Peak memory: the largest resident set of any one simulator process (server or a site's worker), sampled
+every 0.1 s. The yardstick: one ``torch.save`` + ``torch.load`` of the model's state_dict.
+
+    .venv/bin/python bench/model_scaling.py [--sizes 1,11,45,100] [--sites 2,4,8,16] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import bench_models  # noqa: E402
+
+from resontech_nb import FederationConfig, TrainingConfig, build_job, capture, make_synthetic_shards  # noqa: E402
+
+
+def run_simulator(job_dir: Path, workspace: Path, sites: int) -> tuple[float, int]:
+    """Wall time of a whole simulator run and the peak RSS of its largest process."""
+    clients = ",".join(f"site-{i + 1}" for i in range(sites))
+    command = [
+        sys.executable, "-m", "nvflare.private.fed.app.simulator.simulator", str(job_dir),
+        "-w", str(workspace), "-c", clients, "-t", str(sites),
+    ]
+    peak = 0
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        root = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                for p in [root, *root.children(recursive=True)]:
+                    peak = max(peak, p.memory_info().rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    rc = proc.wait()
+    elapsed = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    if rc != 0:
+        raise RuntimeError(f"simulator failed ({rc}) for {job_dir}")
+    return elapsed, peak
+
+
+def save_load_s(model: torch.nn.Module) -> float:
+    state = model.state_dict()
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        buffer.seek(0)
+        torch.load(buffer, weights_only=True)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def our_job(tmp: Path, shards: list[Path], rounds: int, tag: str) -> Path:
+    spec = capture(bench_models.ScaledNet, bench_models.bench_train)
+    federation = FederationConfig(
+        num_rounds=rounds, min_clients=len(shards), wait_time_after_min_received=0, job_name="ours"
+    )
+    return build_job(spec, shards, TrainingConfig(img_size=16), federation, out=tmp / f"ours-{tag}-{rounds}")
+
+
+def hand_job(tmp: Path, sites: int, rounds: int, tag: str) -> Path:
+    from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe
+
+    out = tmp / f"hand-{tag}-{rounds}"
+    recipe = FedAvgRecipe(
+        name="hand", model=bench_models.ScaledNet(), min_clients=sites, num_rounds=rounds,
+        train_script=str(HERE / "hand_client.py"),
+    )
+    recipe.export(str(out))
+    return out / "hand"
+
+
+def per_round(tmp: Path, sites: int, lo: int, hi: int, tag: str) -> dict:
+    shards = make_synthetic_shards(tmp / f"shards-{sites}", n_clients=sites, samples_per_client=[4] * sites,
+                                   img_size=8)
+    out: dict = {}
+    for name in ("resontech_nb", "hand_written"):
+        times, peaks = {}, []
+        for rounds in (lo, hi):
+            job = our_job(tmp, shards, rounds, tag) if name == "resontech_nb" else hand_job(tmp, sites, rounds, tag)
+            times[rounds], peak = run_simulator(job, tmp / f"ws-{name}-{tag}-{rounds}", sites)
+            peaks.append(peak)
+        out[name] = {
+            "per_round_s": round((times[hi] - times[lo]) / (hi - lo), 3),
+            "peak_rss_mb": round(max(peaks) / 1e6, 1),
+            "total_s": {k: round(v, 2) for k, v in times.items()},
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="1,11,45,100", help="millions of parameters")
+    parser.add_argument("--sites", default="2,4,8,16")
+    parser.add_argument("--lo", type=int, default=1)
+    parser.add_argument("--hi", type=int, default=4)
+    parser.add_argument("--smoke", action="store_true", help="1 M parameters, 2 sites, for CI")
+    args = parser.parse_args()
+    sizes = [1] if args.smoke else [int(s) for s in args.sizes.split(",")]
+    site_counts = [2] if args.smoke else [int(s) for s in args.sites.split(",")]
+    lo, hi = (1, 2) if args.smoke else (args.lo, args.hi)
+    results: dict = {"by_size": {}, "by_sites": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        for millions in sizes:
+            os.environ[bench_models.SIZE_ENV] = str(millions)
+            model = bench_models.ScaledNet()
+            params = sum(p.numel() for p in model.parameters())
+            row = per_round(tmp_path, 2, lo, hi, f"m{millions}")
+            row.update(params=params, model_mb=round(params * 4 / 1e6, 1), save_load_s=round(save_load_s(model), 3))
+            row["ours_per_round_over_save_load"] = round(row["resontech_nb"]["per_round_s"] / row["save_load_s"], 1)
+            row["ours_peak_over_model"] = round(row["resontech_nb"]["peak_rss_mb"] / row["model_mb"], 2)
+            results["by_size"][f"{millions}M"] = row
+            print(f"{millions:>4} M params: {row}")
+        os.environ[bench_models.SIZE_ENV] = "1"
+        for sites in site_counts:
+            row = per_round(tmp_path, sites, lo, hi, f"s{sites}")
+            results["by_sites"][str(sites)] = row
+            print(f"{sites:>4} sites: {row}")
+    if not args.smoke:
+        out = HERE / "results"
+        out.mkdir(exist_ok=True)
+        (out / "model_scaling.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
