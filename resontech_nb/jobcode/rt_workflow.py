@@ -1,9 +1,13 @@
-"""NVFlare's ScatterAndGather, with ``min_clients`` counting good answers.
+"""NVFlare's ScatterAndGather, with ``min_clients`` counting good answers and its ``task_check_period`` applied.
 
 NVFlare ends a round's wait once ``min_clients`` sites have responded, failed responses included, so
 with ``wait_time_after_min_received`` at 0 one failed site could leave fewer than ``min_clients``
 updates to aggregate while a healthy site was still training. Here every failed response makes the
 round wait for one more site (never more than all of them, never past ``train_timeout``).
+
+NVFlare 2.9's Controller hands ``task_check_period`` to its communicator as a public attribute, while
+the communicator's loops read a private one (default 0.2 s); here both are set, so the period asked for
+is the one that paces a round.
 Shipped in the job's ``custom/`` folder; plain NVFlare.
 """
 
@@ -17,6 +21,11 @@ from nvflare.app_common.workflows.scatter_and_gather import ScatterAndGather
 
 
 class RTScatterAndGather(ScatterAndGather):
+    def set_communicator(self, communicator) -> None:  # noqa: ANN001 - NVFlare's WFCommSpec
+        super().set_communicator(communicator)
+        if hasattr(communicator, "_task_check_period"):
+            communicator._task_check_period = self._task_check_period
+
     def _process_train_result(self, client_task: ClientTask, fl_ctx: FLContext) -> None:
         result = client_task.result
         rc = result.get_return_code() if result is not None else None
