@@ -8,15 +8,10 @@
 from __future__ import annotations
 
 import ast
-import difflib
-import functools
 import getpass
 import logging
-import os
-import re
 import shlex
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import StdinNotImplementedError, UsageError
@@ -27,7 +22,15 @@ from traitlets.config import Configurable
 
 from .capture import EVAL_FN_NAME, TRAIN_FN_NAME, ModelSpec, capture, warm_up
 from .config import SECRET_FIELDS, FederationConfig, ResonTechConfig, TrainingConfig
-from .errors import CaptureWarning, ResonTechError
+from .errors import CaptureWarning
+from .magic_lines import (
+    attach_negative_values,
+    defined_names,
+    named_model_class,
+    parse_line,
+    parse_shape,
+    usage_errors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +52,6 @@ SUBMIT_FLAGS = {
     "select_metric": ("federation", "select_metric"),
     "cross_site": ("federation", "cross_site_eval"),
 }
-
-
-def _usage_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn our errors into a one-line UsageError (IPython shows it without a traceback)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (ResonTechError, ValueError, TraitError) as exc:
-            raise UsageError(str(exc)) from None
-
-    return wrapper
 
 
 def _section_of(key: str) -> str | None:
@@ -204,11 +194,11 @@ class FLMagics(Magics, Configurable):
     @magic_arguments()
     @argument("--name", help="The model class, when the cell defines several nn.Module subclasses")
     @argument("--input-shape", help="Run one forward pass on CPU with this input shape, e.g. 1,3,32,32")
-    @_usage_errors
+    @usage_errors
     def fl_model(self, line: str, cell: str) -> None:
         """Run the cell, then capture its nn.Module subclass (and fl_train_model) into ``fl_model``."""
-        args = _parse_line(self.fl_model, _attach_negative_values(line))
-        input_shape = _parse_shape(args.input_shape)
+        args = parse_line(self.fl_model, attach_negative_values(line))
+        input_shape = parse_shape(args.input_shape)
         warm_up()  # the clean process for preflight imports torch while the cell runs
         python = self.shell.transform_cell(cell)
         try:
@@ -224,7 +214,7 @@ class FLMagics(Magics, Configurable):
                 f"the cell raised an error (shown above): fix it and run it again ({MODEL_VAR} is unchanged)"
             )
         model_cls = self._model_class(tree, args.name)
-        defined = _defined_names(tree)
+        defined = defined_names(tree)
         train_fn = self.shell.user_ns.get(TRAIN_FN_NAME) if TRAIN_FN_NAME in defined else None
         eval_fn = self.shell.user_ns.get(EVAL_FN_NAME) if EVAL_FN_NAME in defined else None
         with warnings.catch_warnings():  # the summary shown below lists capture's warnings
@@ -240,7 +230,7 @@ class FLMagics(Magics, Configurable):
 
         user_ns = self.shell.user_ns
         if name:
-            return _named_model_class(user_ns, name)
+            return named_model_class(user_ns, name)
         classes = [
             n.name
             for n in tree.body
@@ -266,7 +256,7 @@ class FLMagics(Magics, Configurable):
 
     # -- %fl_config / %fl_login ------------------------------------------------------------------
     @line_magic
-    @_usage_errors
+    @usage_errors
     def fl_config(self, line: str) -> None:
         """Show the session's settings, or set them: ``%fl_config batch_size=16 num_rounds=3``.
 
@@ -317,7 +307,7 @@ class FLMagics(Magics, Configurable):
     @magic_arguments()
     @argument("--email", help="Account email (else the configured one)")
     @argument("--base-url", help="Platform REST API URL (else the configured one)")
-    @_usage_errors
+    @usage_errors
     def fl_login(self, line: str) -> None:
         """Ask for the platform password (getpass) and keep it in memory for this session only."""
         args = parse_argstring(self.fl_login, line)
@@ -372,10 +362,10 @@ class FLMagics(Magics, Configurable):
     @argument("--wait", action="store_true", help="Block until the job ends, with the live dashboard")
     @argument("--build-only", metavar="DIR", help="Only write the NVFlare job folder to DIR; submit nothing")
     @argument("--as", dest="as_var", metavar="VAR", default=DEFAULT_JOB_VAR, help="Variable for the Job")
-    @_usage_errors
+    @usage_errors
     def fl_submit(self, line: str) -> None:
         """Build the NVFlare job from ``fl_model`` and the shards, submit it and show the dashboard."""
-        args = _parse_line(self.fl_submit, line)
+        args = parse_line(self.fl_submit, line)
         spec = self.shell.user_ns.get(MODEL_VAR)
         if not isinstance(spec, ModelSpec):
             raise UsageError(f"no captured model: run a %%fl_model cell first (it binds {MODEL_VAR})")
@@ -435,29 +425,29 @@ class FLMagics(Magics, Configurable):
     @line_magic
     @magic_arguments()
     @argument("job", nargs="?", help=f"Variable holding a Job, or a job id (default: {DEFAULT_JOB_VAR})")
-    @_usage_errors
+    @usage_errors
     def fl_status(self, line: str) -> None:
         """Print one line on the job: status, round k of N, latest global loss."""
-        args = _parse_line(self.fl_status, line)
+        args = parse_line(self.fl_status, line)
         print(self._job(args.job).summary())
 
     @line_magic
     @magic_arguments()
     @argument("job", nargs="?", help=f"Variable holding a Job, or a job id (default: {DEFAULT_JOB_VAR})")
     @argument("--wait", action="store_true", help="Block until the job ends")
-    @_usage_errors
+    @usage_errors
     def fl_dashboard(self, line: str) -> None:
         """Show the live dashboard of a job (also one submitted before a kernel restart)."""
-        args = _parse_line(self.fl_dashboard, line)
+        args = parse_line(self.fl_dashboard, line)
         self._job(args.job).dashboard(wait=args.wait)
 
     @line_magic
     @magic_arguments()
     @argument("job", nargs="?", help=f"Variable holding a Job, or a job id (default: {DEFAULT_JOB_VAR})")
-    @_usage_errors
+    @usage_errors
     def fl_abort(self, line: str) -> None:
         """Stop a running job and everything it started."""
-        args = _parse_line(self.fl_abort, line)
+        args = parse_line(self.fl_abort, line)
         job = self._job(args.job)
         job.abort()
         print(job.summary())
@@ -499,86 +489,6 @@ class FLMagics(Magics, Configurable):
                 else:
                     lines.append(f"  {name} = {getattr(cfg, name)!r}")
         return "\n".join(lines)
-
-
-def _defined_names(tree: ast.Module) -> set[str]:
-    names: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, ast.Assign):
-            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
-    return names
-
-
-def _named_model_class(user_ns: dict[str, Any], name: str) -> type:
-    """The class ``--name`` names, or a UsageError saying what ``name`` is instead."""
-    import torch
-
-    value = user_ns.get(name)
-    if isinstance(value, type) and issubclass(value, torch.nn.Module):
-        return value
-    head = f"--name {name}: no torch.nn.Module subclass called {name}"
-    if name not in user_ns:
-        models = sorted(
-            k
-            for k, v in user_ns.items()
-            if isinstance(v, type) and issubclass(v, torch.nn.Module) and v.__module__ == "__main__"
-        )
-        known = f"; model classes in the notebook: {', '.join(models)}" if models else ""
-        raise UsageError(f"{head} (nothing of that name is defined{known}): check the name")
-    if not isinstance(value, type):
-        raise UsageError(f"{head} ({name} is a {type(value).__name__}): give the name of your nn.Module class")
-    raise UsageError(
-        f"{head} (class {name} does not derive from nn.Module): derive it from nn.Module, "
-        "or give the name of your model class"
-    )
-
-
-def _attach_negative_values(line: str) -> str:
-    """``--input-shape -1,3`` -> ``--input-shape=-1,3``, so argparse does not read ``-1,3`` as an option."""
-    return re.sub(r"(--input-shape)\s+(-\S*)", r"\1=\2", line)
-
-
-def _parse_line(magic: Callable[..., Any], line: str) -> Any:
-    """``parse_argstring`` with shell quoting (``--shards "my data/shards"``, ``--job-name='a'``), and
-    argparse's complaint turned into one that names the fix."""
-    name = magic.__name__
-    if os.name != "posix":  # backslashes in Windows paths: IPython's own splitting
-        return parse_argstring(magic, line)
-    try:
-        argv = shlex.split(line)
-    except ValueError as exc:
-        raise UsageError(f"%{name}: cannot split the line ({exc}): close the quote") from None
-    try:
-        return magic.parser.parse_args(argv)
-    except UsageError as exc:
-        message = str(exc)
-        unknown = message.partition("unrecognized arguments:")[2].split()
-        flags = [f for f in magic.parser._option_string_actions if f.startswith("--")]
-        close = [m for flag in unknown if flag.startswith("-") for m in difflib.get_close_matches(flag, flags, 1)]
-        hint = f" (did you mean {' '.join(close)}?)" if close else ""
-        raise UsageError(f"%{name}: {message}{hint}; %{name}? lists its flags") from None
-
-
-def _parse_shape(text: str | None) -> tuple[int, ...] | None:
-    """``1,3,32,32`` (also ``(1, 3, 32, 32)``) -> a tuple of positive ints; anything else is a UsageError."""
-    if text is None:
-        return None
-    example = "give positive integers like 1,3,32,32 (separated by commas)"
-    text = text.strip().strip("'\"")  # IPython keeps the quotes of --input-shape "(1, 3)"
-    body = text.strip().strip("()[]").strip()
-    if not body:
-        raise UsageError(f"--input-shape {text!r} is empty: {example}")
-    parts = [part.strip() for part in body.split(",")]
-    if parts[-1] == "" and len(parts) > 1:  # (4,) as Python writes a one-dimensional shape
-        parts.pop()
-    for part in parts:
-        if not part.lstrip("-").isdigit():
-            raise UsageError(f"--input-shape {text!r} is not a shape: {part!r} is not an integer; {example}")
-        if int(part) < 1:
-            raise UsageError(f"--input-shape {text!r} is not a shape: dimension {part} is not positive; {example}")
-    return tuple(int(part) for part in parts)
 
 
 def _show(obj: Any) -> None:
