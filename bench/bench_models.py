@@ -30,19 +30,33 @@ def sleeping_train(payload):
     return bench_train(payload)
 
 
-SIZE_ENV = "RT_BENCH_MILLIONS"
+SCALED_NET_SOURCE = """import torch.nn as nn
+
+LAYERS = {layers}  # 1024 x 1024 linear layers: about {millions} million parameters
 
 
 class ScaledNet(nn.Module):
-    """About ``$RT_BENCH_MILLIONS`` million parameters (default 1) in 1024 x 1024 linear layers."""
-
     def __init__(self):
         super().__init__()
-        import os
-
-        millions = float(os.environ.get(SIZE_ENV, "1"))
-        layers = max(1, round(millions * 1e6 / (1024 * 1024 + 1024)))
-        self.layers = nn.Sequential(*[nn.Linear(1024, 1024) for _ in range(layers)])
+        self.layers = nn.Sequential(*[nn.Linear(1024, 1024) for _ in range(LAYERS)])
 
     def forward(self, x):
         return self.layers(x)
+"""
+
+
+def scaled_net_module(millions: float, folder):
+    """A module ``scaled_net_<M>`` in ``folder`` whose ``ScaledNet`` has about ``millions`` million parameters.
+
+    The size is a constant of the module, so capture writes it into model_def.py as it is.
+    """
+    import importlib
+    import sys
+    from pathlib import Path
+
+    layers = max(1, round(millions * 1e6 / (1024 * 1024 + 1024)))
+    name = f"scaled_net_{layers}"
+    Path(folder, f"{name}.py").write_text(SCALED_NET_SOURCE.format(layers=layers, millions=millions))
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    return importlib.import_module(name)

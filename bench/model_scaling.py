@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -80,34 +79,37 @@ def save_load_s(model: torch.nn.Module) -> float:
     return best
 
 
-def our_job(tmp: Path, shards: list[Path], rounds: int, tag: str) -> Path:
-    spec = capture(bench_models.ScaledNet, bench_models.bench_train)
+def our_job(tmp: Path, shards: list[Path], rounds: int, tag: str, net: type) -> Path:
+    spec = capture(net, bench_models.bench_train)
     federation = FederationConfig(
         num_rounds=rounds, min_clients=len(shards), wait_time_after_min_received=0, job_name="ours"
     )
     return build_job(spec, shards, TrainingConfig(img_size=16), federation, out=tmp / f"ours-{tag}-{rounds}")
 
 
-def hand_job(tmp: Path, sites: int, rounds: int, tag: str) -> Path:
+def hand_job(tmp: Path, sites: int, rounds: int, tag: str, net: type) -> Path:
     from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe
 
     out = tmp / f"hand-{tag}-{rounds}"
     recipe = FedAvgRecipe(
-        name="hand", model=bench_models.ScaledNet(), min_clients=sites, num_rounds=rounds,
+        name="hand", model=net(), min_clients=sites, num_rounds=rounds,
         train_script=str(HERE / "hand_client.py"),
     )
     recipe.export(str(out))
     return out / "hand"
 
 
-def per_round(tmp: Path, sites: int, lo: int, hi: int, tag: str) -> dict:
+def per_round(tmp: Path, sites: int, lo: int, hi: int, tag: str, net: type) -> dict:
     shards = make_synthetic_shards(tmp / f"shards-{sites}", n_clients=sites, samples_per_client=[4] * sites,
                                    img_size=8)
     out: dict = {}
     for name in ("resontech_nb", "hand_written"):
         times, peaks = {}, []
         for rounds in (lo, hi):
-            job = our_job(tmp, shards, rounds, tag) if name == "resontech_nb" else hand_job(tmp, sites, rounds, tag)
+            if name == "resontech_nb":
+                job = our_job(tmp, shards, rounds, tag, net)
+            else:
+                job = hand_job(tmp, sites, rounds, tag, net)
             times[rounds], peak = run_simulator(job, tmp / f"ws-{name}-{tag}-{rounds}", sites)
             peaks.append(peak)
         out[name] = {
@@ -133,18 +135,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         for millions in sizes:
-            os.environ[bench_models.SIZE_ENV] = str(millions)
-            model = bench_models.ScaledNet()
+            net = bench_models.scaled_net_module(millions, tmp_path).ScaledNet
+            model = net()
             params = sum(p.numel() for p in model.parameters())
-            row = per_round(tmp_path, 2, lo, hi, f"m{millions}")
+            row = per_round(tmp_path, 2, lo, hi, f"m{millions}", net)
             row.update(params=params, model_mb=round(params * 4 / 1e6, 1), save_load_s=round(save_load_s(model), 3))
             row["ours_per_round_over_save_load"] = round(row["resontech_nb"]["per_round_s"] / row["save_load_s"], 1)
             row["ours_peak_over_model"] = round(row["resontech_nb"]["peak_rss_mb"] / row["model_mb"], 2)
             results["by_size"][f"{millions}M"] = row
             print(f"{millions:>4} M params: {row}")
-        os.environ[bench_models.SIZE_ENV] = "1"
+        small = bench_models.scaled_net_module(1, tmp_path).ScaledNet
         for sites in site_counts:
-            row = per_round(tmp_path, sites, lo, hi, f"s{sites}")
+            row = per_round(tmp_path, sites, lo, hi, f"s{sites}", small)
             results["by_sites"][str(sites)] = row
             print(f"{sites:>4} sites: {row}")
     if not args.smoke:
