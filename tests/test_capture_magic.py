@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from IPython.core.error import UsageError
+from cells import cell, ok, usage_error  # noqa: F401
 
 NET = (
     "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(4, 2)\n\n"
@@ -11,19 +11,6 @@ NET = (
 )
 
 
-def cell(ip, source: str):
-    return ip.run_cell(source, store_history=True)
-
-
-def ok(ip, source: str) -> None:
-    result = cell(ip, source)
-    assert result.success, result.error_in_exec or result.error_before_exec
-
-
-def usage_error(ip, source: str) -> str:
-    result = cell(ip, source)
-    assert isinstance(result.error_in_exec, UsageError), result.error_in_exec or result.error_before_exec
-    return str(result.error_in_exec)
 
 
 @pytest.fixture

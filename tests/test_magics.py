@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from IPython.core.error import UsageError
+from cells import cell, ok, usage_error  # noqa: F401
 
 from resontech_nb.capture import ModelSpec
 from resontech_nb.config import FederationConfig, ResonTechConfig, TrainingConfig
@@ -35,19 +35,6 @@ class Net(tnn.Module):
 """
 
 
-def cell(ip, source: str):
-    return ip.run_cell(source, store_history=True)
-
-
-def ok(ip, source: str) -> None:
-    result = cell(ip, source)
-    assert result.success, result.error_in_exec or result.error_before_exec
-
-
-def usage_error(ip, source: str) -> str:
-    result = cell(ip, source)
-    assert isinstance(result.error_in_exec, UsageError), result.error_in_exec or result.error_before_exec
-    return str(result.error_in_exec)
 
 
 def magics(ip) -> FLMagics:
