@@ -49,6 +49,8 @@ pytestmark = [
 # The model and training function live in a module beside the notebook: capture() takes them from there.
 MODELS_SOURCE = textwrap.dedent(
     """
+    import time
+
     import torch
     import torch.nn as nn
 
@@ -67,23 +69,31 @@ MODELS_SOURCE = textwrap.dedent(
     def metric_train(payload):
         \"\"\"Each site adds k to the weights; loss falls and accuracy rises with the round; site-2 fails round 2.\"\"\"
         site, r = payload["site_name"], payload["round"]
+        time.sleep(1.0)  # rounds of a tiny model take 0.4 s: slow them so the live view is seen between rounds
         if site == "site-2" and r == 1:
             raise RuntimeError("disk full on site-2")
         k = int(site.rsplit("-", 1)[1])
         weights = {name: t + float(k) for name, t in payload["initial_weights"].items()}
         metrics = {"loss": 1.0 / (r + 1) + 0.1 * k, "accuracy": 0.5 + 0.1 * r + 0.01 * k}
         return {"weights": weights, "samples": SAMPLES[site], "metrics": metrics}
+
+
+    def metric_evaluate(payload):
+        \"\"\"Validation of a global model: the larger its weights (the later the round), the better.\"\"\"
+        mean_w = float(payload["weights"]["w"].mean())
+        return {"metrics": {"loss": 1.0 / (1.0 + mean_w), "accuracy": mean_w / (1.0 + mean_w)}, "samples": 5}
     """
 )
 
 NOTEBOOK_SOURCE = textwrap.dedent(
     """
     from resontech_nb import FederationConfig, TrainingConfig, capture, make_synthetic_shards, submit
-    from browser_models import MetricNet, metric_train
+    from browser_models import MetricNet, metric_evaluate, metric_train
 
     shards = make_synthetic_shards("shards", n_clients=3, img_size=8, seed=5)
     federation = FederationConfig(num_rounds=4, min_clients=2, wait_time_after_min_received=5, job_name="browser-demo")
-    job = submit(capture(MetricNet, metric_train), shards, training=TrainingConfig(img_size=8), federation=federation)
+    spec = capture(MetricNet, metric_train, eval_fn=metric_evaluate)
+    job = submit(spec, shards, training=TrainingConfig(img_size=8), federation=federation)
     dashboard = job.dashboard()
     """
 )
@@ -235,7 +245,8 @@ def test_dashboard_of_a_real_job_renders_live_in_jupyterlab_and_is_saved_as_a_pi
             text = status.inner_text()
             assert "FINISHED" in text and "round 4 of 4" in text and "global loss" in text
             seen = page.evaluate("window.rtSeen")
-            assert any("RUNNING" in t for t in seen) and any("round 2 of 4" in t for t in seen), seen  # live
+            live = [t for t in seen if "RUNNING" in t and any(f"round {k} of 4" in t for k in (1, 2, 3))]
+            assert live, seen  # seen while it ran
             title = page.locator(".rt-dashboard .rt-title").inner_text()
             assert "browser-demo" in title and "local" in title
 
@@ -289,6 +300,8 @@ def test_dashboard_of_a_real_job_renders_live_in_jupyterlab_and_is_saved_as_a_pi
     assert len(saved_rounds) == 4
     assert saved_rounds[1]["clients"]["site-2"]["status"] == "failed"
     assert saved_rounds[0]["metrics"]["accuracy"] == pytest.approx((10 * 0.51 + 20 * 0.52 + 30 * 0.53) / 60)
+    validation = [r["validation"]["accuracy"] for r in saved_rounds]  # every global model was validated
+    assert len(validation) == 4 and validation == sorted(validation), validation
     assert base64.b64decode(output["data"]["image/png"]).startswith(b"\x89PNG")
     text_plain = output["data"]["text/plain"]
     text_plain = "".join(text_plain) if isinstance(text_plain, list) else text_plain

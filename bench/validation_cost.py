@@ -1,0 +1,78 @@
+"""What validating every global model costs per round with the default loop, against training alone.
+
+The same small CNN on the same synthetic shards (2 sites), in NVFlare's simulator: once with the default
+``fl_evaluate_model`` (each site evaluates the incoming global model, the last one after the final round)
+and once without it. Per round = (T(hi) - T(lo)) / (hi - lo) over whole runs, which cancels start-up.
+
+    .venv/bin/python bench/validation_cost.py [--lo 2] [--hi 6] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent))
+
+import fl_models  # noqa: E402
+
+from resontech_nb import FederationConfig, TrainingConfig, build_job, capture, make_synthetic_shards  # noqa: E402
+
+EVAL_BLOCK = re.compile(r"\n\n\ndef fl_evaluate_model\(payload\):\n    return default_evaluate_model\(\w+, payload\)\n")
+
+
+def simulate(job_dir: Path, workspace: Path) -> float:
+    command = [
+        sys.executable, "-m", "nvflare.private.fed.app.simulator.simulator", str(job_dir),
+        "-w", str(workspace), "-c", "site-1,site-2", "-t", "2",
+    ]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lo", type=int, default=2)
+    parser.add_argument("--hi", type=int, default=6)
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    lo, hi = (1, 2) if args.smoke else (args.lo, args.hi)
+    training = TrainingConfig(img_size=32, local_epochs=1, batch_size=16)
+    with_eval = capture(fl_models.SmallConvNet)
+    without_eval = capture(fl_models.SmallConvNet)
+    without_eval.source, found = EVAL_BLOCK.subn("\n", without_eval.source)
+    assert found == 1, "the default evaluation block was not found in model_def.py"
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        shards = make_synthetic_shards(tmp_path / "shards", n_clients=2, samples_per_client=(200, 200), img_size=32)
+        for name, spec in (("train_and_validate", with_eval), ("train_only", without_eval)):
+            times = {}
+            for rounds in (lo, hi):
+                federation = FederationConfig(
+                    num_rounds=rounds, min_clients=2, wait_time_after_min_received=0, job_name=name
+                )
+                job = build_job(spec, shards, training, federation, out=tmp_path / f"{name}-{rounds}")
+                times[rounds] = simulate(job, tmp_path / f"ws-{name}-{rounds}")
+            results[name] = {"per_round_s": round((times[hi] - times[lo]) / (hi - lo), 3), "total_s": times}
+            print(f"{name:20s} {results[name]}")
+    results["validation_per_round_s"] = round(
+        results["train_and_validate"]["per_round_s"] - results["train_only"]["per_round_s"], 3
+    )
+    print(f"validation costs {results['validation_per_round_s']:+.3f} s a round")
+    if not args.smoke:
+        (HERE / "results").mkdir(exist_ok=True)
+        (HERE / "results" / "validation_cost.json").write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
