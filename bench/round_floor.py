@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import bench_models  # noqa: E402
+from sim import simulate  # noqa: E402
 
 from resontech_nb import (  # noqa: E402
     FederationConfig,
@@ -38,16 +38,6 @@ from resontech_nb import (  # noqa: E402
 )
 
 NVFLARE_POLLING = {"task_request_interval": 2.0, "task_check_period": 0.5}
-
-
-def simulate(job_dir: Path, workspace: Path) -> float:
-    command = [
-        sys.executable, "-m", "nvflare.private.fed.app.simulator.simulator", str(job_dir),
-        "-w", str(workspace), "-c", "site-1,site-2", "-t", "2",
-    ]
-    started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - started
 
 
 def floor(tmp: Path, shards: list[Path], lo: int, hi: int, **polling: float) -> dict:

@@ -12,31 +12,21 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import fl_models  # noqa: E402
+from sim import simulate  # noqa: E402
 
 from resontech_nb import FederationConfig, TrainingConfig, build_job, capture, make_synthetic_shards  # noqa: E402
 
 EVAL_BLOCK = re.compile(r"\n\n\ndef fl_evaluate_model\(payload\):\n    return default_evaluate_model\(\w+, payload\)\n")
-
-
-def simulate(job_dir: Path, workspace: Path) -> float:
-    command = [
-        sys.executable, "-m", "nvflare.private.fed.app.simulator.simulator", str(job_dir),
-        "-w", str(workspace), "-c", "site-1,site-2", "-t", "2",
-    ]
-    started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - started
 
 
 def main() -> None:
