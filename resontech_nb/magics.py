@@ -1,7 +1,7 @@
 """The IPython magics: each parses its line, calls one Python API function and shows the result.
 
-``%load_ext resontech_nb`` registers ``FLMagics``. Settings are traitlets too, so
-``%config FLMagics.batch_size = 16`` works next to ``%fl_config batch_size=16``. Every
+``%load_ext resontech_nb`` registers ``FLMagics``. Its settings are traitlets too (``SessionSettings``
+in magic_settings.py), so ``%config FLMagics.batch_size = 16`` works next to ``%fl_config batch_size=16``. Every
 ``ResonTechError`` (and config ``ValueError``) becomes a one-line ``UsageError``, never a traceback.
 """
 
@@ -17,11 +17,9 @@ from typing import Any
 from IPython.core.error import StdinNotImplementedError, UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Bool, Float, Int, TraitError, Unicode, validate
-from traitlets.config import Configurable
 
 from .capture import EVAL_FN_NAME, TRAIN_FN_NAME, ModelSpec, capture, warm_up
-from .config import SECRET_FIELDS, FederationConfig, ResonTechConfig, TrainingConfig
+from .config import SECRET_FIELDS, ResonTechConfig
 from .errors import CaptureWarning
 from .magic_lines import (
     attach_negative_values,
@@ -31,10 +29,10 @@ from .magic_lines import (
     parse_shape,
     usage_errors,
 )
+from .magic_settings import SessionSettings, section_of
 
 log = logging.getLogger(__name__)
 
-CONFIG_CLASSES = {"resontech": ResonTechConfig, "training": TrainingConfig, "federation": FederationConfig}
 DEFAULT_JOB_VAR = "fl_job"
 MODEL_VAR = "fl_model"
 
@@ -54,140 +52,9 @@ SUBMIT_FLAGS = {
 }
 
 
-def _section_of(key: str) -> str | None:
-    for section, cls in CONFIG_CLASSES.items():
-        if key in cls.field_names():
-            return section
-    return None
-
-
 @magics_class
-class FLMagics(Magics, Configurable):
+class FLMagics(Magics, SessionSettings):
     """Federated training of a notebook's PyTorch model with NVIDIA FLARE."""
-
-    target = Unicode("local", help="Where %fl_submit runs jobs: local, nvflare or resontech").tag(config=True)
-    # ResonTechConfig (the password is not a trait: it is set with %fl_login only)
-    base_url = Unicode("", help="REST API base URL of the ResonTech platform").tag(config=True)
-    email = Unicode("", help="Account email on the platform").tag(config=True)
-    sftp_key_file = Unicode("~/.ssh/id_ed25519", help="Legacy SFTP key (deprecated, unused: S3 is used)").tag(
-        config=True
-    )
-    s3_bucket = Unicode("", help="S3 bucket for shards and job files").tag(config=True)
-    s3_endpoint_url = Unicode("", help="S3 endpoint URL (any S3-compatible store)").tag(config=True)
-    s3_region = Unicode("us-east-1", help="S3 region").tag(config=True)
-    s3_prefix = Unicode("resontech_nb", help="Key prefix for uploads in the bucket").tag(config=True)
-    nvflare_startup_kit = Unicode("", help="Admin startup kit folder for target nvflare").tag(config=True)
-    nvflare_username = Unicode("admin@nvidia.com", help="Admin user name for target nvflare").tag(config=True)
-    # TrainingConfig
-    num_classes = Int(0, help="Output classes (0 = infer from the manifests)").tag(config=True)
-    local_epochs = Int(2, help="Local training epochs per FL round").tag(config=True)
-    batch_size = Int(32, help="Mini-batch size").tag(config=True)
-    learning_rate = Float(0.001, help="Optimizer learning rate").tag(config=True)
-    img_size = Int(224, help="Input image size (square)").tag(config=True)
-    manifest_file = Unicode("manifest.ndjson", help="Manifest file name inside each shard ZIP").tag(config=True)
-    val_fraction = Float(0.2, help="Share of an unmarked shard the default loop holds out for validation").tag(
-        config=True
-    )
-    # FederationConfig
-    num_rounds = Int(5, help="Total FL training rounds").tag(config=True)
-    min_clients = Int(1, help="Minimum clients required per round").tag(config=True)
-    wait_time_after_min_received = Int(10, help="Seconds to wait after min clients respond").tag(config=True)
-    heart_beat_timeout = Int(600, help="Client heartbeat timeout in seconds").tag(config=True)
-    job_name = Unicode("rt_job", help="Name stored in the job's metadata").tag(config=True)
-    train_timeout = Int(6000, help="Seconds a site may take for a round before it is marked failed").tag(
-        config=True
-    )
-    select_metric = Unicode("", help="Validation metric that picks the best global model ('' = off)").tag(
-        config=True
-    )
-    cross_site_eval = Bool(False, help="Evaluate the final and each site's model on every site's data").tag(
-        config=True
-    )
-    task_request_interval = Float(0.1, help="Seconds between an idle site's requests for work").tag(config=True)
-    task_check_period = Float(0.05, help="Seconds between the server's checks of a round's tasks").tag(config=True)
-
-    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
-        # The session's configs: defaults < config file < RESONTECH_* env; traits (%config) override them.
-        self.resontech = ResonTechConfig.load()
-        self.training = TrainingConfig.load()
-        self.federation = FederationConfig.load()
-        own = type(self).__name__
-        ipython_config = getattr(shell, "config", None)
-        section = ipython_config[own] if ipython_config is not None and own in ipython_config else {}
-        self._drop_invalid_settings(section)
-        super().__init__(shell=shell, **kwargs)
-        configured = set(section)
-        for section in CONFIG_CLASSES:
-            cfg = getattr(self, section)
-            for name, value in cfg.to_dict().items():
-                if name not in configured:
-                    setattr(self, name, value)
-
-    def _drop_invalid_settings(self, section: Any) -> None:
-        """Skip (with a warning) invalid FLMagics values in the IPython config, so %load_ext still works."""
-        from .targets import TARGETS
-
-        for key in list(section):
-            value = section[key]
-            try:
-                if key == "target":
-                    if value not in TARGETS:
-                        raise ValueError(f"unknown target {value!r}; use one of: {', '.join(TARGETS)}")
-                elif _section_of(key) is not None:
-                    getattr(self, _section_of(key)).replace(**{key: value})
-            except ValueError as exc:
-                log.warning("ignoring FLMagics.%s from the IPython config: %s", key, exc)
-                del section[key]
-
-    @validate(
-        "base_url",
-        "email",
-        "sftp_key_file",
-        "s3_bucket",
-        "s3_endpoint_url",
-        "s3_region",
-        "s3_prefix",
-        "nvflare_startup_kit",
-        "nvflare_username",
-        "num_classes",
-        "local_epochs",
-        "batch_size",
-        "learning_rate",
-        "img_size",
-        "manifest_file",
-        "val_fraction",
-        "num_rounds",
-        "min_clients",
-        "wait_time_after_min_received",
-        "heart_beat_timeout",
-        "job_name",
-        "train_timeout",
-        "select_metric",
-        "cross_site_eval",
-        "task_request_interval",
-        "task_check_period",
-    )
-    def _validate_config_trait(self, proposal: Any) -> Any:
-        """A trait change goes through the config class's validation and updates the session config."""
-        name = proposal["trait"].name
-        section = _section_of(name)
-        current = getattr(self, section)
-        if getattr(current, name) == proposal["value"]:
-            return proposal["value"]
-        try:
-            updated = current.replace(**{name: proposal["value"]})
-        except ValueError as exc:
-            raise TraitError(str(exc)) from None
-        setattr(self, section, updated)
-        return getattr(updated, name)
-
-    @validate("target")
-    def _validate_target(self, proposal: Any) -> str:
-        from .targets import TARGETS
-
-        if proposal["value"] not in TARGETS:
-            raise TraitError(f"unknown target {proposal['value']!r}; use one of: {', '.join(TARGETS)}")
-        return proposal["value"]
 
     # -- %%fl_model ----------------------------------------------------------------------------
     @cell_magic
@@ -277,31 +144,14 @@ class FLMagics(Magics, Configurable):
                     "the password is not set with %fl_config (it would be saved in the notebook): "
                     "use %fl_login, which asks for it"
                 )
-            if key != "target" and _section_of(key) is None:
+            if key != "target" and section_of(key) is None:
                 known = sorted(["target", *self.trait_names(config=True)])
                 raise UsageError(f"unknown setting {key!r}; known settings: {', '.join(known)}")
             changes[key] = value
-        # Validate everything first, so a bad value changes nothing.
-        updated = {section: getattr(self, section) for section in CONFIG_CLASSES}
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            for key, value in changes.items():
-                if key == "target":
-                    continue
-                section = _section_of(key)
-                updated[section] = updated[section].replace(**{key: value})
-        if "target" in changes:
-            self._validate_target({"value": changes["target"]})
-        for section, cfg in updated.items():
-            setattr(self, section, cfg)
-            for key in changes:
-                if _section_of(key) == section:
-                    setattr(self, key, getattr(cfg, key))
-        if "target" in changes:
-            self.target = changes["target"]
+        notes = self.apply_settings(changes)
         print("set " + ", ".join(f"{k}={self._shown(k)}" for k in changes))
-        for warning in {str(w.message) for w in caught}:
-            print(f"note: {warning}")
+        for note in notes:
+            print(f"note: {note}")
 
     @line_magic
     @magic_arguments()
@@ -470,25 +320,6 @@ class FLMagics(Magics, Configurable):
             name = ref or DEFAULT_JOB_VAR
             raise UsageError(f"{name} is a {type(job).__name__}, not a Job: pass a job variable or a job id")
         return job
-
-    # -- display ----------------------------------------------------------------------------------------
-    def _shown(self, key: str) -> str:
-        if key == "target":
-            return repr(self.target)
-        section = _section_of(key)
-        return repr(getattr(getattr(self, section), key))
-
-    def _settings_text(self) -> str:
-        lines = [f"target = {self.target!r}"]
-        for section in CONFIG_CLASSES:
-            cfg = getattr(self, section)
-            lines.append(f"[{type(cfg).__name__}]")
-            for name in cfg.field_names():
-                if name in SECRET_FIELDS:
-                    lines.append(f"  {name} = {'set' if getattr(cfg, name) else 'not set'} (use %fl_login)")
-                else:
-                    lines.append(f"  {name} = {getattr(cfg, name)!r}")
-        return "\n".join(lines)
 
 
 def _show(obj: Any) -> None:

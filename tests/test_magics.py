@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -16,8 +18,9 @@ import pytest
 from cells import cell, ok, usage_error  # noqa: F401
 
 from resontech_nb.capture import ModelSpec
-from resontech_nb.config import FederationConfig, ResonTechConfig, TrainingConfig
+from resontech_nb.config import SECRET_FIELDS, FederationConfig, ResonTechConfig, TrainingConfig
 from resontech_nb.job import ABORTED, RUNNING, Job, JobState
+from resontech_nb.magic_settings import FIELD_HELP
 from resontech_nb.magics import FLMagics
 from resontech_nb.records import ClientRound, RoundRecord
 
@@ -159,6 +162,44 @@ def test_config_magic_sets_traits_that_reach_the_session_configs(ip, capsys):
     expected = set(ResonTechConfig.field_names() + TrainingConfig.field_names() + FederationConfig.field_names())
     expected -= {"password"}
     assert expected <= config_traits
+
+
+def test_every_config_field_but_the_password_is_a_setting_with_help(ip, capsys):
+    """A field added to a config class becomes a trait; without a line in FIELD_HELP this fails."""
+    traits = FLMagics.class_traits(config=True)
+    kinds = {"int": int, "float": float, "str": str, "bool": bool}
+    ok(ip, "%config FLMagics")
+    shown = capsys.readouterr().out
+    names = []
+    for cls in (ResonTechConfig, TrainingConfig, FederationConfig):
+        for f in dataclasses.fields(cls):
+            names.append(f.name)
+            if f.name in SECRET_FIELDS:
+                assert f.name not in traits
+                continue
+            trait = traits[f.name]
+            assert trait.help.strip(), f"{cls.__name__}.{f.name} has no help: add it to FIELD_HELP in magic_settings.py"
+            assert trait.default_value == f.default and type(trait.default_value) is kinds[f.type]
+            assert f"FLMagics.{f.name}=" in shown and trait.help in shown
+    assert set(FIELD_HELP) <= set(names), "FIELD_HELP names a field no config class has"
+    assert set(traits) == set(names) - SECRET_FIELDS | {"target"}
+
+
+def test_ipython_config_settings_apply_and_bad_ones_are_skipped(ipython_shell, clean_env, caplog):
+    ipython_shell.config.FLMagics.num_rounds = 7
+    ipython_shell.config.FLMagics.batch_size = 0
+    ipython_shell.config.FLMagics.target = "cloud"
+    try:
+        with caplog.at_level(logging.WARNING, logger="resontech_nb.magic_settings"):
+            ipython_shell.extension_manager.load_extension("resontech_nb")
+        m = magics(ipython_shell)
+        assert (m.num_rounds, m.federation.num_rounds) == (7, 7)
+        assert (m.batch_size, m.training.batch_size, m.target) == (32, 32, "local")
+        assert "ignoring FLMagics.batch_size from the IPython config" in caplog.text
+        assert "ignoring FLMagics.target from the IPython config: unknown target 'cloud'" in caplog.text
+    finally:
+        ipython_shell.extension_manager.unload_extension("resontech_nb")
+        ipython_shell.config.pop("FLMagics", None)
 
 
 def test_environment_settings_are_the_session_defaults(ipython_shell, clean_env):
