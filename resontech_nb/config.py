@@ -277,6 +277,13 @@ class FederationConfig(_Config):
     # at the price of more requests while idle: 0.1 s is ten small requests a second per site.
     task_request_interval: float = 0.1
     task_check_period: float = 0.05
+    # The algorithm (see resontech_nb/algorithms.py) and the privacy filters each site applies to its update.
+    algorithm: str = "fedavg"
+    fedprox_mu: float = 0.01
+    fedopt_optimizer: str = "sgd"
+    fedopt_lr: float = 0.0  # 0: the optimizer's usual server rate (1.0 for sgd, 0.01 for adam)
+    fedopt_momentum: float = 0.6
+    privacy: str = ""
 
     def validate(self) -> None:
         self._require(self.num_rounds >= 1, f"num_rounds must be >= 1, got {self.num_rounds}")
@@ -310,6 +317,16 @@ class FederationConfig(_Config):
         self._require(
             0 < self.task_check_period <= 10,
             f"task_check_period must be above 0 and at most 10 seconds (e.g. 0.05), got {self.task_check_period}",
+        )
+        from .algorithms import algorithm_problem
+        from .privacy import privacy_problem
+
+        self._require(not (problem := algorithm_problem(self)), problem)
+        self._require(not (problem := privacy_problem(self.privacy)), problem)
+        self._require(
+            not (self.privacy and self.cross_site_eval),
+            "cross_site_eval sends each site's whole local model to the other sites, which the privacy filters "
+            f"({self.privacy!r}) are there to prevent: use one or the other",
         )
 
     @property

@@ -73,9 +73,11 @@ def synthetic_image(labels: Sequence[int], num_classes: int, img_size: int, rng:
     return Image.fromarray(noisy.clip(0, 255).astype(np.uint8), "RGB")
 
 
-def _client_labels(count: int, num_classes: int, multi_label: bool, rng: np.random.Generator) -> list[list[int]]:
+def _client_labels(
+    count: int, num_classes: int, multi_label: bool, rng: np.random.Generator, classes: Sequence[int]
+) -> list[list[int]]:
     if not multi_label:
-        labels = [i % num_classes for i in range(count)]  # balanced, then shuffled
+        labels = [classes[i % len(classes)] for i in range(count)]  # balanced, then shuffled
         rng.shuffle(labels)
         return [[label] for label in labels]
     out = []
@@ -93,11 +95,14 @@ def make_synthetic_shards(
     img_size: int = 32,
     multi_label: bool = False,
     seed: int = 0,
+    classes_per_client: int = 0,
 ) -> list[Path]:
     """Write ``site-1.zip`` ... ``site-N.zip`` into ``out_dir`` and return their paths.
 
     ``samples_per_client`` defaults to unequal sizes (40, 60, 80, ...), so FedAvg's weighting by
-    sample count matters. Every single-label shard holds every class.
+    sample count matters. Every single-label shard holds every class, unless ``classes_per_client`` is
+    set: then site k holds only that many classes, starting at class (k - 1) x that number (wrapping
+    around), the label-skewed split on which FedProx and SCAFFOLD are compared with FedAvg.
     """
     counts = tuple(samples_per_client) if samples_per_client is not None else default_sample_counts(n_clients)
     if n_clients < 1:
@@ -112,6 +117,11 @@ def make_synthetic_shards(
         raise ConfigError(f"num_classes must be >= 2 for a classifier, got {num_classes}")
     if img_size < 8:
         raise ConfigError(f"img_size must be >= 8 to draw the patterns, got {img_size}")
+    if not 0 <= classes_per_client <= num_classes or (classes_per_client and multi_label):
+        raise ConfigError(
+            f"classes_per_client must be between 0 (every class) and num_classes={num_classes}, for single-label "
+            f"shards only; got {classes_per_client}"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -121,7 +131,9 @@ def make_synthetic_shards(
             folder = Path(scratch) / f"site-{client}"
             folder.mkdir()
             pairs = []
-            for index, labels in enumerate(_client_labels(count, num_classes, multi_label, rng)):
+            k = classes_per_client
+            classes = [((client - 1) * k + j) % num_classes for j in range(k)] if k else list(range(num_classes))
+            for index, labels in enumerate(_client_labels(count, num_classes, multi_label, rng, classes)):
                 path = folder / f"img-{index:05d}.png"
                 synthetic_image(labels, num_classes, img_size, rng).save(path, format="PNG")
                 pairs.append((path, labels))

@@ -26,6 +26,10 @@ class CaptureWarning(UserWarning):
     """Captured code that works but will not behave as intended on the sites (e.g. a global ``device``)."""
 
 
+class AlgorithmWarning(UserWarning):
+    """A job whose algorithm would not act as chosen (e.g. fedprox with a loop that never adds the term)."""
+
+
 class ManifestError(ResonTechError):
     """A shard ZIP or its manifest.ndjson is invalid."""
 

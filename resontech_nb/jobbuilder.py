@@ -22,13 +22,14 @@ import re
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import jobconfig
+from . import algorithms, jobconfig, privacy
 from .config import FederationConfig, TrainingConfig, as_config
-from .errors import JobBuildError
+from .errors import AlgorithmWarning, JobBuildError
 from .job import jobs_home
 from .jobconfig import APP
 
@@ -50,9 +51,14 @@ JOBCODE_FILES = (
     "rt_locator.py",
     "rt_manifest.py",
     "rt_default_train.py",
+    "rt_algorithms.py",
+    "rt_wire.py",
+    "rt_fedopt.py",
 )
 INITIAL_WEIGHTS_FILE = "initial_weights.pt"
 EVALUATE_FN = "fl_evaluate_model"
+
+
 def build_job(
     spec: ModelSpec,
     shards: ShardSet,
@@ -92,6 +98,7 @@ def build_job(
             f"select_metric={federation.select_metric!r} needs validation: define def fl_evaluate_model(payload) "
             "in the %%fl_model cell, or leave select_metric empty"
         )
+    _check_algorithm(spec, federation, executor)
     checked_weights = None if initial_weights is None else initial_weights_for(spec, initial_weights)
 
     job_dir = _prepare_out(out, federation.job_name)
@@ -109,11 +116,15 @@ def build_job(
     hyperparams["multi_label"] = bool(shards.multi_label)
     standard_args = {"model_module": "model_def", "model_class": spec.class_name}
 
-    executor_path, executor_args = "rt_executor.RTTrainExecutor", {
-        **standard_args,
-        "shards": {site: str(Path(p).resolve()) for site, p in shards.shards.items()},
-        "hyperparams": hyperparams,
-    }
+    executor_path, executor_args = (
+        "rt_executor.RTTrainExecutor",
+        {
+            **standard_args,
+            "shards": {site: str(Path(p).resolve()) for site, p in shards.shards.items()},
+            "hyperparams": hyperparams,
+            **jobconfig.algorithm_args(federation),
+        },
+    )
     if executor is not None:
         executor_path = _ship_component(executor, "nvflare.apis.executor.Executor", custom)
         executor_args = _accepted_args(executor, executor_args)
@@ -130,9 +141,11 @@ def build_job(
         persistor_args = _accepted_args(persistor, persistor_args)
 
     _write_json(job_dir / "meta.json", jobconfig.meta(federation))
-    server = jobconfig.server_config(federation, persistor_path, persistor_args, evaluates)
+    server = jobconfig.server_config(federation, persistor_path, persistor_args, evaluates, spec.class_name)
     _write_json(config_dir / "config_fed_server.json", server)
-    _write_json(config_dir / "config_fed_client.json", jobconfig.client_config(executor_path, executor_args))
+    _write_json(
+        config_dir / "config_fed_client.json", jobconfig.client_config(federation, executor_path, executor_args)
+    )
     log.info("built NVFlare job %s at %s", federation.job_name, job_dir)
     return job_dir
 
@@ -180,6 +193,29 @@ def defines_name(source: str, name: str) -> bool:
             if any((alias.asname or alias.name.split(".")[0]) == name for alias in node.names):
                 return True
     return False
+
+
+def _check_algorithm(spec: ModelSpec, federation: FederationConfig, executor: type | None) -> None:
+    """Refuse what the algorithm and privacy settings cannot do with this job; warn when a loop ignores them."""
+    if executor is not None and (federation.algorithm != "fedavg" or federation.privacy):
+        raise JobBuildError(
+            f"algorithm={federation.algorithm!r} and privacy={federation.privacy!r} need the built-in executor, "
+            "which sends what they use: drop executor= (put your training in fl_train_model) or use fedavg "
+            "without privacy filters"
+        )
+    if privacy.withheld_pattern(federation.privacy):
+        try:
+            keys = list(spec.load_class()().state_dict())
+        except Exception as exc:
+            raise JobBuildError(
+                f"cannot build {spec.class_name} to check privacy={federation.privacy!r}: {exc}"
+            ) from None
+        problem = privacy.withheld_keys_problem(federation.privacy, keys)
+        if problem:
+            raise JobBuildError(problem)
+    unread = algorithms.unread_payload_warning(spec.source, federation.algorithm)
+    if unread:
+        warnings.warn(unread, AlgorithmWarning, stacklevel=3)
 
 
 def initial_weights_for(spec: ModelSpec, weights: Mapping[str, Any]) -> dict[str, Any]:

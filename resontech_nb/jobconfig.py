@@ -4,16 +4,24 @@ The server runs NVFlare's ScatterAndGather (``rt_workflow``: min_clients counts 
 FedAvg weighted by the sample counts the sites return, the persistor, the round recorder and a guard
 filter on results; with an evaluation function, NVFlare's global-model or cross-site evaluation after
 the last round. The clients run the executor for ``train``, ``validate`` and ``submit_model``.
+
+The algorithm changes plain NVFlare parts: FedOpt's shareable generator (a server optimizer on the mean
+update), SCAFFOLD's workflow (``ScatterAndGatherScaffold``) and its two-part aggregation, updates sent as
+``local - global``; the privacy setting adds NVFlare's filters to the sites' train results.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from . import algorithms, privacy
 from .config import FederationConfig
 
 APP = "app"
 SAG = "rt_workflow.RTScatterAndGather"  # NVFlare's ScatterAndGather; min_clients counts good answers
+SAG_SCAFFOLD = "rt_workflow.RTScatterAndGatherScaffold"
+FEDOPT_GENERATOR = "rt_fedopt.RTFedOptShareableGenerator"  # NVFlare's PTFedOptModelShareableGenerator
+SCAFFOLD_PARTS = ("_model_weights_", "scaffold_c_diff")  # AppConstants.MODEL_WEIGHTS, AlgorithmConstants
 AGGREGATOR = "nvflare.app_common.aggregators.intime_accumulate_model_aggregator.InTimeAccumulateWeightedAggregator"
 SHAREABLE_GENERATOR = (
     "nvflare.app_common.shareablegenerators.full_model_shareable_generator.FullModelShareableGenerator"
@@ -32,7 +40,7 @@ def meta(federation: FederationConfig) -> dict[str, Any]:
 
 
 def server_config(
-    federation: FederationConfig, persistor_path: str, persistor_args: dict, evaluates: bool
+    federation: FederationConfig, persistor_path: str, persistor_args: dict, evaluates: bool, model_class: str
 ) -> dict[str, Any]:
     recorder_args = {
         "min_clients": federation.min_clients,
@@ -41,17 +49,23 @@ def server_config(
         "higher_is_better": federation.select_higher,
         "cross_site_eval": federation.cross_site_eval,
     }
+    update_kind = "WEIGHT_DIFF" if algorithms.sends_difference(federation) else "WEIGHTS"
+    expected_kind: Any = update_kind
+    if federation.algorithm == "scaffold":
+        expected_kind = {part: "WEIGHT_DIFF" for part in SCAFFOLD_PARTS}
     components = [
         {"id": "persistor", "path": persistor_path, "args": persistor_args},
-        {"id": "shareable_generator", "path": SHAREABLE_GENERATOR, "args": {}},
+        _shareable_generator(federation),
         # Weighted by each result's NUM_STEPS_CURRENT_ROUND, i.e. the sample count fl_train_model returned.
-        {"id": "aggregator", "path": AGGREGATOR, "args": {"expected_data_kind": "WEIGHTS"}},
+        {"id": "aggregator", "path": AGGREGATOR, "args": {"expected_data_kind": expected_kind}},
         {"id": "rt_recorder", "path": "rt_recorder.RoundRecorder", "args": recorder_args},
     ]
+    if federation.algorithm == "fedopt":  # the server optimizer's own instance of the model
+        components.append({"id": "model", "path": f"model_def.{model_class}", "args": {}})
     workflows = [
         {
             "id": "scatter_and_gather",
-            "path": SAG,
+            "path": SAG_SCAFFOLD if federation.algorithm == "scaffold" else SAG,
             "args": {
                 "min_clients": federation.min_clients,
                 "num_rounds": federation.num_rounds,
@@ -90,19 +104,42 @@ def server_config(
         },
         "task_data_filters": [],
         # A site's update that does not fit the global model (keys, shapes, NaN) never reaches the aggregator.
-        "task_result_filters": [{"tasks": ["train"], "filters": [{"path": "rt_guard.UpdateGuard", "args": {}}]}],
+        "task_result_filters": [
+            {
+                "tasks": ["train"],
+                "filters": [
+                    {"path": "rt_guard.UpdateGuard", "args": {"withheld": privacy.withheld_pattern(federation.privacy)}}
+                ],
+            }
+        ],
         "components": components,
         "workflows": workflows,
     }
 
 
-def client_config(executor_path: str, executor_args: dict) -> dict[str, Any]:
+def _shareable_generator(federation: FederationConfig) -> dict[str, Any]:
+    if federation.algorithm != "fedopt":
+        return {"id": "shareable_generator", "path": SHAREABLE_GENERATOR, "args": {}}
+    args = {"optimizer_args": algorithms.fedopt_optimizer_args(federation), "source_model": "model"}
+    return {"id": "shareable_generator", "path": FEDOPT_GENERATOR, "args": args}
+
+
+def algorithm_args(federation: FederationConfig) -> dict[str, Any]:
+    """The built-in executor's arguments for the algorithm."""
+    return {
+        "algorithm": federation.algorithm,
+        "fedprox_mu": federation.fedprox_mu if federation.algorithm == "fedprox" else 0.0,
+        "send_difference": algorithms.sends_difference(federation),
+    }
+
+
+def client_config(federation: FederationConfig, executor_path: str, executor_args: dict) -> dict[str, Any]:
     return {
         "format_version": 2,
         "executors": [
             {"tasks": ["train", "validate", "submit_model"], "executor": {"path": executor_path, "args": executor_args}}
         ],
-        "task_result_filters": [],
+        "task_result_filters": privacy.client_filters(federation.privacy),
         "task_data_filters": [],
         "components": [],
     }

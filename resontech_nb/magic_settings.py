@@ -54,6 +54,12 @@ FIELD_HELP = {
     "cross_site_eval": "Evaluate the final and each site's model on every site's data",
     "task_request_interval": "Seconds between an idle site's requests for work",
     "task_check_period": "Seconds between the server's checks of a round's tasks",
+    "algorithm": "Federated algorithm: fedavg, fedprox, fedopt or scaffold",
+    "fedprox_mu": "FedProx's proximal weight mu (0 is plain FedAvg)",
+    "fedopt_optimizer": "FedOpt's server optimizer: sgd or adam",
+    "fedopt_lr": "FedOpt's server learning rate (0: 1.0 for sgd, 0.01 for adam)",
+    "fedopt_momentum": "FedOpt's SGD momentum on the server",
+    "privacy": "Privacy filters on each site's update, e.g. exclude:^fc",
 }
 
 _TRAIT_TYPES: dict[str, type[TraitType]] = {"int": Int, "float": Float, "str": Unicode, "bool": Bool}

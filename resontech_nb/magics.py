@@ -49,6 +49,12 @@ SUBMIT_FLAGS = {
     "train_timeout": ("federation", "train_timeout"),
     "select_metric": ("federation", "select_metric"),
     "cross_site": ("federation", "cross_site_eval"),
+    "algorithm": ("federation", "algorithm"),
+    "fedprox_mu": ("federation", "fedprox_mu"),
+    "fedopt_optimizer": ("federation", "fedopt_optimizer"),
+    "fedopt_lr": ("federation", "fedopt_lr"),
+    "fedopt_momentum": ("federation", "fedopt_momentum"),
+    "privacy": ("federation", "privacy"),
 }
 
 
@@ -207,6 +213,12 @@ class FLMagics(Magics, SessionSettings):
     @argument("--train-timeout", type=int, help="FederationConfig.train_timeout (seconds a site may take a round)")
     @argument("--select-metric", help="FederationConfig.select_metric: keep the best global model by it")
     @argument("--cross-site", action="store_true", default=None, help="Cross-site evaluation after the last round")
+    @argument("--algorithm", help="FederationConfig.algorithm: fedavg (default), fedprox, fedopt or scaffold")
+    @argument("--fedprox-mu", type=float, help="FederationConfig.fedprox_mu (FedProx's proximal weight)")
+    @argument("--fedopt-optimizer", help="FederationConfig.fedopt_optimizer: sgd or adam (the server's optimizer)")
+    @argument("--fedopt-lr", type=float, help="FederationConfig.fedopt_lr (the server optimizer's learning rate)")
+    @argument("--fedopt-momentum", type=float, help="FederationConfig.fedopt_momentum (the server SGD's momentum)")
+    @argument("--privacy", help="FederationConfig.privacy: filters on each site's update, e.g. 'exclude:^fc\\.'")
     @argument("--init-weights", metavar="VAR", help="Start round 0 from the state_dict in this variable")
     @argument("--target", help="local (default), nvflare or resontech")
     @argument("--wait", action="store_true", help="Block until the job ends, with the live dashboard")

@@ -130,3 +130,51 @@ class SmallConvNet8(SmallConvNet):
     """The same CNN for 8 classes (harder, so validation accuracy has room to rise)."""
 
     classes = 8
+
+
+# -- algorithms: custom loops that use what fedprox and scaffold put in the payload ------------------------
+
+SCAFFOLD_LR = 0.5
+
+
+def fedprox_train(payload):
+    """delta_train that reports the proximal term of its result: mu / 2 x 9 weights x k^2."""
+    out = delta_train(payload)
+    model = DeltaNet()
+    model.load_state_dict(out["weights"])
+    out["metrics"]["prox"] = float(payload["fedprox"](model))
+    out["metrics"]["mu"] = payload["fedprox_mu"]
+    return out
+
+
+def scaffold_train(payload):
+    """One 'step' that adds k to every weight (at learning rate SCAFFOLD_LR), then SCAFFOLD's correction.
+
+    Reports how far the site moved from the global model (``moved``, the same for every weight).
+    """
+    model = DeltaNet()
+    model.load_state_dict(payload["initial_weights"])
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(float(site_number(payload)))
+    payload["scaffold"].correct(model, SCAFFOLD_LR)
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    moved = float((weights["b"] - payload["initial_weights"]["b"]).mean())
+    return {"weights": weights, "samples": SAMPLES[payload["site_name"]], "metrics": {"moved": moved}}
+
+
+def expected_scaffold(rounds: int, samples: dict[str, int]) -> tuple[float, list[dict[str, float]]]:
+    """SCAFFOLD by hand for scaffold_train (every weight moves alike): the total shift and each round's moves."""
+    total = sum(samples.values())
+    c_global, c_local = 0.0, {s: 0.0 for s in samples}
+    shift, moves = 0.0, []
+    for _ in range(rounds):
+        moved, c_delta = {}, {}
+        for site in samples:
+            moved[site] = int(site.rsplit("-", 1)[1]) - SCAFFOLD_LR * (c_global - c_local[site])
+            new_local = c_local[site] - c_global - moved[site] / SCAFFOLD_LR
+            c_delta[site], c_local[site] = new_local - c_local[site], new_local
+        shift += sum(samples[s] * moved[s] for s in samples) / total
+        c_global += sum(samples[s] * c_delta[s] for s in samples) / total
+        moves.append(moved)
+    return shift, moves

@@ -34,6 +34,12 @@ def test_defaults_match_the_integration_guide(clean_env):
         "cross_site_eval": False,
         "task_request_interval": 0.1,
         "task_check_period": 0.05,
+        "algorithm": "fedavg",
+        "fedprox_mu": 0.01,
+        "fedopt_optimizer": "sgd",
+        "fedopt_lr": 0.0,
+        "fedopt_momentum": 0.6,
+        "privacy": "",
     }
     assert federation.to_dict() == beyond_the_guide | {
         "num_rounds": 5,

@@ -64,6 +64,7 @@ def split_samples(
     samples: list[rt_manifest.Sample], val_fraction: float
 ) -> tuple[list[rt_manifest.Sample], list[rt_manifest.Sample]]:
     """(training rows, validation rows) of a shard; see the module docstring for the rule."""
+
     def split_of(sample: rt_manifest.Sample) -> str:
         return str((sample.meta or {}).get("split", "")).strip().lower()
 
@@ -96,8 +97,14 @@ def _train_epochs(
     learning_rate: float,
     num_classes: int,
     multi_label: bool,
+    proximal: Any = None,
+    scaffold: Any = None,
 ) -> list[tuple[float, float]]:
-    """Train ``epochs`` epochs; return (mean loss, accuracy) per epoch."""
+    """Train ``epochs`` epochs; return (mean loss, accuracy) per epoch.
+
+    ``proximal`` (FedProx's ``payload["fedprox"]``) is added to the loss that is minimised, not to the loss
+    reported; ``scaffold`` (``payload["scaffold"]``) corrects the parameters after every step.
+    """
     criterion: nn.Module = nn.BCEWithLogitsLoss() if multi_label else nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     history = []
@@ -113,8 +120,10 @@ def _train_epochs(
                 _check_output(output, num_classes)
                 checked = True
             loss = criterion(output, targets)
-            loss.backward()
+            (loss + proximal(model) if proximal is not None else loss).backward()
             optimizer.step()
+            if scaffold is not None:
+                scaffold.correct(model, learning_rate)
             batch = images.shape[0]
             loss_sum += float(loss.detach()) * batch
             seen += batch
@@ -196,7 +205,8 @@ def default_train_model(model_cls: type[nn.Module], payload: Mapping[str, Any]) 
     """Train ``model_cls`` on the training rows of the shard in ``payload['data_path']``.
 
     Returns weights, samples and metrics. Weights are loaded before ``model.train()``. Single-label data
-    uses CrossEntropyLoss, multi-label data BCEWithLogitsLoss; the optimizer is Adam. ``metrics`` holds the
+    uses CrossEntropyLoss, multi-label data BCEWithLogitsLoss; the optimizer is Adam. Under FedProx the
+    proximal term joins the loss; under SCAFFOLD each step is corrected by the control variates. ``metrics`` holds the
     last epoch's mean loss and accuracy (per label for multi-label data) and the first epoch's loss as
     ``first_epoch_loss``.
     """
@@ -219,14 +229,22 @@ def default_train_model(model_cls: type[nn.Module], payload: Mapping[str, Any]) 
             float(data.hp["learning_rate"]),
             data.num_classes,
             data.multi_label,
+            proximal=payload.get("fedprox"),
+            scaffold=payload.get("scaffold"),
         )
     except torch.cuda.OutOfMemoryError:
         _release(model)
         raise data.out_of_memory() from None
 
     last_loss, last_accuracy = history[-1]
-    log.info("%s round %d: %d samples, loss %.4f, accuracy %.3f", data.site, data.round, len(data.train_rows),
-             last_loss, last_accuracy)
+    log.info(
+        "%s round %d: %d samples, loss %.4f, accuracy %.3f",
+        data.site,
+        data.round,
+        len(data.train_rows),
+        last_loss,
+        last_accuracy,
+    )
     return {
         "weights": {key: value.detach().to("cpu") for key, value in model.state_dict().items()},
         "samples": len(data.train_rows),
@@ -248,8 +266,8 @@ def default_evaluate_model(model_cls: type[nn.Module], payload: Mapping[str, Any
     if not data.val_rows:
         return None
     model = _model_with(model_cls, payload.get("weights"))
-    criterion: nn.Module = nn.BCEWithLogitsLoss(reduction="sum") if data.multi_label else nn.CrossEntropyLoss(
-        reduction="sum"
+    criterion: nn.Module = (
+        nn.BCEWithLogitsLoss(reduction="sum") if data.multi_label else nn.CrossEntropyLoss(reduction="sum")
     )
     loss_sum, correct, counted = 0.0, 0.0, 0
     try:

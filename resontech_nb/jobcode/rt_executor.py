@@ -11,6 +11,9 @@ Tasks:
 - ``validate``: evaluates a model the server sends (the final global model, or another site's in
   cross-site evaluation) and returns its metrics.
 - ``submit_model``: returns this site's last local model (cross-site evaluation).
+
+With ``algorithm`` fedprox or scaffold the payload also holds ``fedprox_mu`` and ``fedprox`` (the proximal
+term) or ``scaffold`` (the control variates, kept here from round to round); see ``rt_algorithms``.
 """
 
 from __future__ import annotations
@@ -18,10 +21,9 @@ from __future__ import annotations
 import importlib
 import os
 import traceback
-from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
+import rt_algorithms
 import rt_checks
 import torch
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
@@ -31,38 +33,10 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable, make_reply
 from nvflare.apis.signal import Signal
 from nvflare.app_common.app_constant import AppConstants
+from rt_wire import task_weights, to_numpy, to_state_dict, update_dxo
 
 ERROR_HEADER = "rt_error"
 EVALUATE_FN = "fl_evaluate_model"
-
-
-def to_numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Tensors as numpy arrays for NVFlare's wire format; CPU tensors share their memory (no copy)."""
-    out = {}
-    for key, value in state_dict.items():
-        if isinstance(value, torch.Tensor):
-            value = value.detach()
-            if value.device.type != "cpu":
-                value = value.cpu()
-            out[key] = value.numpy() if value.dtype != torch.bfloat16 else value.float().numpy()
-        else:
-            out[key] = np.asarray(value)
-    return out
-
-
-def to_state_dict(weights: Mapping[str, Any], reference: rt_checks.Reference) -> dict[str, torch.Tensor]:
-    """Numpy weights from the server as tensors with the model's own dtypes and shapes (no copy when they match)."""
-    out = {}
-    for key, value in weights.items():
-        tensor = torch.as_tensor(np.asarray(value))
-        if key in reference:
-            shape, dtype = reference[key]
-            if dtype is not None and tensor.dtype != dtype:
-                tensor = tensor.to(dtype)
-            if tuple(tensor.shape) != tuple(shape):
-                tensor = tensor.reshape(shape)
-        out[key] = tensor
-    return out
 
 
 def error_reply(message: str, rc: str = ReturnCode.EXECUTION_EXCEPTION) -> Shareable:
@@ -82,6 +56,9 @@ class RTTrainExecutor(Executor):
         data_dir: str = "",
         hyperparams: dict[str, Any] | None = None,
         device: str = "",
+        algorithm: str = "fedavg",
+        fedprox_mu: float = 0.0,
+        send_difference: bool = False,
         train_task_name: str = AppConstants.TASK_TRAIN,
         validate_task_name: str = AppConstants.TASK_VALIDATION,
         submit_model_task_name: str = AppConstants.TASK_SUBMIT_MODEL,
@@ -93,6 +70,9 @@ class RTTrainExecutor(Executor):
         self.data_dir = data_dir
         self.hyperparams = dict(hyperparams or {})
         self.device = device
+        self.algorithm = algorithm
+        self.fedprox_mu = float(fedprox_mu)
+        self.send_difference = bool(send_difference) or algorithm in ("fedopt", "scaffold")
         self.train_task_name = train_task_name
         self.validate_task_name = validate_task_name
         self.submit_model_task_name = submit_model_task_name
@@ -101,6 +81,7 @@ class RTTrainExecutor(Executor):
         self._reference: dict[str, tuple[tuple[int, ...], Any]] | None = None
         self._last_weights: dict[str, Any] | None = None
         self._num_rounds = 0
+        self._scaffold_local: dict[str, torch.Tensor] = {}  # this site's control variate c_i
 
     # -- helpers ---------------------------------------------------------------
     def _model_def(self) -> Any:
@@ -192,15 +173,18 @@ class RTTrainExecutor(Executor):
         meta: dict[str, Any] = {}
         try:
             reference = self._model_reference()
-            incoming = to_state_dict(from_shareable(shareable).data, reference)
+            global_weights, global_controls = task_weights(shareable)
+            incoming = to_state_dict(global_weights, reference)
             payload = self._payload(shareable, fl_ctx)
             self._num_rounds = payload["num_rounds"] or self._num_rounds
             if payload["round"] > 0:  # the incoming model is the previous round's global model
                 meta.update(self._validation_meta(incoming, {**payload, "round": payload["round"] - 1}, fl_ctx))
             if abort_signal.triggered:
                 return make_reply(ReturnCode.TASK_ABORTED)
-            result = self._model_def().fl_train_model({**payload, "initial_weights": incoming})
+            extras = self._algorithm_payload(incoming, global_controls)
+            result = self._model_def().fl_train_model({**payload, "initial_weights": incoming, **extras})
             weights, samples, metrics = rt_checks.check_train_result(result, reference)
+            control_delta = extras["scaffold"].finish(weights, incoming) if "scaffold" in extras else None
         except Exception as exc:  # reported to the server as this site's failed round
             message = self._failure(fl_ctx, f"round {current_round}", exc)
             reply = error_reply(message)
@@ -214,7 +198,20 @@ class RTTrainExecutor(Executor):
             meta["rt_loss"] = metrics["loss"]
         self._last_weights = weights
         self.log_info(fl_ctx, f"round {current_round} on {payload['site_name']}: {samples} samples, metrics {metrics}")
-        return DXO(data_kind=DataKind.WEIGHTS, data=to_numpy(weights), meta=meta).to_shareable()
+        return update_dxo(weights, incoming, meta, self.send_difference, control_delta).to_shareable()
+
+    def _algorithm_payload(self, incoming: dict[str, torch.Tensor], global_controls: Any) -> dict[str, Any]:
+        """What fedprox or scaffold adds to the payload."""
+        if self.algorithm == "fedprox":
+            return {"fedprox_mu": self.fedprox_mu, "fedprox": rt_algorithms.FedProxTerm(incoming, self.fedprox_mu)}
+        if self.algorithm == "scaffold":
+            if global_controls is None:
+                raise RuntimeError(
+                    "algorithm='scaffold' but the server sent no control variates: the server must run "
+                    "ScatterAndGatherScaffold (rebuild the job with resontech_nb)"
+                )
+            return {"scaffold": rt_algorithms.ScaffoldControls(global_controls, self._scaffold_local)}
+        return {}
 
     def _validation_meta(self, weights: dict[str, torch.Tensor], payload: dict[str, Any], fl_ctx: FLContext) -> dict:
         """Evaluate the global model of ``payload['round']``; its failure fails only the validation."""

@@ -3,14 +3,18 @@
 A task result filter on the server (runs before the round recorder and the aggregator see the
 result). The sites' own executor checks the same before sending; this catches what a user's own
 Executor sends. Shapes are compared with the current global model; every value must be finite.
-A failing result is replaced by an error reply naming the key and the problem.
+A failing result is replaced by an error reply naming the key and the problem. Keys that the sites'
+privacy filters withhold (``withheld``, a regular expression) may be missing; the first update of each
+site that lacks them is logged, naming them, so the server's log shows what it never received.
 Shipped in the job's ``custom/`` folder; plain NVFlare.
 """
 
 from __future__ import annotations
 
+import re
+
 import rt_checks
-from nvflare.apis.dxo import from_shareable
+from nvflare.apis.dxo import DataKind, from_shareable
 from nvflare.apis.filter import Filter
 from nvflare.apis.fl_constant import ReturnCode
 from nvflare.apis.fl_context import FLContext
@@ -22,9 +26,11 @@ ERROR_HEADER = "rt_error"
 
 
 class UpdateGuard(Filter):
-    def __init__(self) -> None:
+    def __init__(self, withheld: str = "") -> None:
         super().__init__()
         self._reference: dict | None = None
+        self._withheld = re.compile(withheld) if withheld else None
+        self._logged: set[str] = set()
 
     def _reference_of(self, fl_ctx: FLContext) -> dict | None:
         if self._reference is None:
@@ -45,11 +51,15 @@ class UpdateGuard(Filter):
             dxo = from_shareable(shareable)
         except ValueError:
             return shareable  # not a DXO: the aggregator rejects it and the recorder says so
-        problem = rt_checks.update_problem(dxo.data or {}, reference, who="the site's executor")
-        if not problem:
-            return shareable
         peer = fl_ctx.get_peer_context()
         site = peer.get_identity_name() if peer else "a site"
+        update = dxo.data.get(AppConstants.MODEL_WEIGHTS) if dxo.data_kind == DataKind.COLLECTION else dxo
+        weights = (update.data if update is not None else None) or {}
+        problem = rt_checks.update_problem(
+            weights, self._expected(reference, weights, site, fl_ctx), who="the site's executor"
+        )
+        if not problem:
+            return shareable
         self.log_error(fl_ctx, f"rejected the update of {site}: {problem}")
         reply = make_reply(ReturnCode.EXECUTION_RESULT_ERROR)
         reply.set_header(ERROR_HEADER, f"update rejected by the server: {problem}")
@@ -60,3 +70,17 @@ class UpdateGuard(Filter):
         if cookie is not None:
             reply.add_cookie(AppConstants.CONTRIBUTION_ROUND, cookie)
         return reply
+
+    def _expected(self, reference: dict, weights: dict, site: str, fl_ctx: FLContext) -> dict:
+        """The reference without the keys the privacy filters withhold (and that the site did withhold)."""
+        if self._withheld is None:
+            return reference
+        withheld = [k for k in reference if k not in weights and self._withheld.search(k)]
+        if withheld and site not in self._logged:
+            self._logged.add(site)
+            self.log_info(
+                fl_ctx,
+                f"{site} sent {len(reference) - len(withheld)} of {len(reference)} tensors; withheld by its "
+                f"privacy filter: {', '.join(withheld)}",
+            )
+        return {k: v for k, v in reference.items() if k not in withheld}

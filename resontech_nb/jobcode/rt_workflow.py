@@ -8,6 +8,9 @@ round wait for one more site (never more than all of them, never past ``train_ti
 NVFlare 2.9's Controller hands ``task_check_period`` to its communicator as a public attribute, while
 the communicator's loops read a private one (default 0.2 s); here both are set, so the period asked for
 is the one that paces a round.
+
+``RTScatterAndGatherScaffold`` is the same for NVFlare's SCAFFOLD workflow (``ScatterAndGatherScaffold``,
+which sends the global control variates with the model and adds the mean of the sites' control deltas).
 Shipped in the job's ``custom/`` folder; plain NVFlare.
 """
 
@@ -18,9 +21,12 @@ from nvflare.apis.fl_constant import ReturnCode
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.impl.bcast_manager import _KEY_MIN_RESPS
 from nvflare.app_common.workflows.scatter_and_gather import ScatterAndGather
+from nvflare.app_common.workflows.scatter_and_gather_scaffold import ScatterAndGatherScaffold
 
 
-class RTScatterAndGather(ScatterAndGather):
+class GoodAnswers:
+    """Mixed in before a ScatterAndGather: min_clients counts good answers; task_check_period applies."""
+
     def set_communicator(self, communicator) -> None:  # noqa: ANN001 - NVFlare's WFCommSpec
         super().set_communicator(communicator)
         if hasattr(communicator, "_task_check_period"):
@@ -34,3 +40,11 @@ class RTScatterAndGather(ScatterAndGather):
             targets = client_task.task.targets or [c.name for c in self._engine.get_clients()]
             props[_KEY_MIN_RESPS] = min(int(props[_KEY_MIN_RESPS]) + 1, len(targets))
         super()._process_train_result(client_task, fl_ctx)
+
+
+class RTScatterAndGather(GoodAnswers, ScatterAndGather):
+    """FedAvg, FedProx and FedOpt rounds (the algorithm lives in the sites and the shareable generator)."""
+
+
+class RTScatterAndGatherScaffold(GoodAnswers, ScatterAndGatherScaffold):
+    """SCAFFOLD rounds: the global control variates travel with the model."""

@@ -1,0 +1,77 @@
+"""What travels between a site and the server: tensors as numpy arrays, the train task, the site's update.
+
+Shipped in the job's ``custom/`` folder; plain NVFlare + torch, no resontech_nb import. A train task holds
+the global model (WEIGHTS), or under SCAFFOLD a COLLECTION of the model and the global control variates.
+An update is the site's whole model (WEIGHTS), or ``local - global`` (WEIGHT_DIFF) for FedOpt, SCAFFOLD and
+the privacy filters, with SCAFFOLD's control delta beside it in a COLLECTION.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import rt_checks
+import torch
+from nvflare.apis.dxo import DXO, DataKind, from_shareable
+from nvflare.apis.shareable import Shareable
+from nvflare.app_common.app_constant import AlgorithmConstants, AppConstants
+
+
+def to_numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Tensors as numpy arrays for NVFlare's wire format; CPU tensors share their memory (no copy)."""
+    out = {}
+    for key, value in state_dict.items():
+        if isinstance(value, torch.Tensor):
+            value = value.detach()
+            if value.device.type != "cpu":
+                value = value.cpu()
+            out[key] = value.numpy() if value.dtype != torch.bfloat16 else value.float().numpy()
+        else:
+            out[key] = np.asarray(value)
+    return out
+
+
+def to_state_dict(weights: Mapping[str, Any], reference: rt_checks.Reference) -> dict[str, torch.Tensor]:
+    """Numpy weights from the server as tensors with the model's own dtypes and shapes (no copy when they match)."""
+    out = {}
+    for key, value in weights.items():
+        tensor = torch.as_tensor(np.asarray(value))
+        if key in reference:
+            shape, dtype = reference[key]
+            if dtype is not None and tensor.dtype != dtype:
+                tensor = tensor.to(dtype)
+            if tuple(tensor.shape) != tuple(shape):
+                tensor = tensor.reshape(shape)
+        out[key] = tensor
+    return out
+
+
+def task_weights(shareable: Shareable) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The global model of a train task, and SCAFFOLD's global controls when the task carries them."""
+    dxo = from_shareable(shareable)
+    if dxo.data_kind == DataKind.COLLECTION:
+        parts = dxo.data
+        controls = parts.get(AlgorithmConstants.SCAFFOLD_CTRL_GLOBAL)
+        return parts[AppConstants.MODEL_WEIGHTS].data, (controls.data if controls is not None else None)
+    return dxo.data, None
+
+
+def update_dxo(
+    weights: Mapping[str, torch.Tensor],
+    global_weights: Mapping[str, torch.Tensor],
+    meta: dict[str, Any],
+    send_difference: bool,
+    control_delta: dict[str, Any] | None = None,
+) -> DXO:
+    """The site's update: its model (WEIGHTS) or ``local - global`` (WEIGHT_DIFF), with SCAFFOLD's control delta."""
+    if not send_difference:
+        return DXO(data_kind=DataKind.WEIGHTS, data=to_numpy(weights), meta=meta)
+    difference = {key: value - global_weights[key].to(value.dtype) for key, value in weights.items()}
+    update = DXO(data_kind=DataKind.WEIGHT_DIFF, data=to_numpy(difference), meta=dict(meta))
+    if control_delta is None:
+        return update
+    controls = DXO(data_kind=DataKind.WEIGHT_DIFF, data=control_delta, meta=dict(meta))
+    parts = {AppConstants.MODEL_WEIGHTS: update, AlgorithmConstants.SCAFFOLD_CTRL_DIFF: controls}
+    return DXO(data_kind=DataKind.COLLECTION, data=parts, meta=meta)
