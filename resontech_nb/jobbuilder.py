@@ -49,6 +49,10 @@ JOBCODE_FILES = (
     "rt_guard.py",
     "rt_locator.py",
     "rt_manifest.py",
+    "rt_sample.py",
+    "rt_zip.py",
+    "rt_https.py",
+    "rt_dataset.py",
     "rt_default_train.py",
 )
 INITIAL_WEIGHTS_FILE = "initial_weights.pt"
