@@ -27,7 +27,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from resontech_nb.datasets import synthetic_image
-from resontech_nb.jobcode import rt_manifest
+from resontech_nb.jobcode import rt_dataset, rt_manifest, rt_zip
 from resontech_nb.shards import IMAGE_EXTENSIONS, make_shard_from_folder
 
 RESULTS = Path(__file__).resolve().parent / "results" / "manifest_throughput.json"
@@ -94,13 +94,13 @@ def main(argv: list[str] | None = None) -> dict:
         tmp_path = Path(tmp)
         write_images(tmp_path / "folder", args.images, 4, args.source_size, seed=0)
         shard, _ = make_shard_from_folder(tmp_path / "folder", tmp_path / "shard.zip")
-        extracted = rt_manifest.safe_extract(shard, tmp_path / "extracted")
+        extracted = rt_zip.safe_extract(shard, tmp_path / "extracted")
         image_root = extracted / "images"  # the same files for both datasets
         for size in (int(s) for s in args.sizes.split(",")):
             for workers in (int(w) for w in args.workers.split(",")):
                 start = time.perf_counter()
                 samples = rt_manifest.read_manifest(extracted)
-                manifest_ds = rt_manifest.ManifestDataset(extracted, samples, 4, size, False)
+                manifest_ds = rt_dataset.ManifestDataset(extracted, samples, 4, size, False)
                 manifest_index_s = time.perf_counter() - start
                 start = time.perf_counter()
                 folder_ds = FolderBaseline(image_root, size)

@@ -1,8 +1,8 @@
 """Notebook-side shard handling: validate every shard before anything is built, uploaded or submitted,
 and build shards from image files.
 
-Validation reuses ``jobcode/rt_manifest.py``, the same code that reads the manifests on the sites,
-so a shard that passes here reads the same way there.
+Validation reuses ``jobcode/rt_manifest.py`` (and ``rt_https.py`` for https URIs), the same code that
+reads the manifests on the sites, so a shard that passes here reads the same way there.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 from .config import TrainingConfig, as_config
 from .errors import ManifestError
-from .jobcode import rt_manifest
+from .jobcode import rt_https, rt_manifest
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def validate_shards(
     if check_remote:
         for site, samples in per_shard.items():
             try:
-                remote += rt_manifest.check_remote(samples, timeout=timeout, ssl_context=ssl_context)
+                remote += rt_https.check_remote(samples, timeout=timeout, ssl_context=ssl_context)
             except rt_manifest.ManifestError as exc:
                 raise _wrap(shards[site], exc) from None
 

@@ -19,8 +19,10 @@ if str(JOBCODE) not in sys.path:
 
 import rt_default_train  # noqa: E402
 import rt_manifest  # noqa: E402
+import rt_zip  # noqa: E402
 
 from resontech_nb.datasets import make_synthetic_shards  # noqa: E402
+from resontech_nb.jobbuilder import JOBCODE_FILES  # noqa: E402
 
 NUM_CLASSES = 4
 IMG = 16
@@ -60,8 +62,8 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         base / "multi", n_clients=1, samples_per_client=(48,), img_size=IMG, multi_label=True, seed=2
     )
     return {
-        "single": rt_manifest.safe_extract(single[0], base / "x-single"),
-        "multi": rt_manifest.safe_extract(multi[0], base / "x-multi"),
+        "single": rt_zip.safe_extract(single[0], base / "x-single"),
+        "multi": rt_zip.safe_extract(multi[0], base / "x-multi"),
     }
 
 
@@ -154,7 +156,7 @@ def test_jobcode_runs_without_resontech_nb_installed(shards: dict[str, Path], tm
 
     custom = tmp_path / "custom"
     custom.mkdir()
-    for name in ("rt_manifest.py", "rt_default_train.py"):
+    for name in JOBCODE_FILES:  # what the job builder ships
         shutil.copy(JOBCODE / name, custom / name)
     script = f"""
 import sys

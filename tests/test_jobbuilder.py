@@ -12,6 +12,7 @@ import torch
 
 from resontech_nb import FederationConfig, TrainingConfig, build_job, capture, make_synthetic_shards, submit
 from resontech_nb.errors import JobBuildError
+from resontech_nb.jobbuilder import JOBCODE_DIR
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,8 @@ def test_build_only_writes_a_complete_nvflare_job(tmp_path, shards):
     assert args["hyperparams"]["batch_size"] == 4 and args["hyperparams"]["num_classes"] >= 2
     custom = job_dir / "app/custom"
     assert (custom / "model_def.py").read_text() == spec.source
+    shipped = {p.name for p in custom.glob("rt_*.py")}
+    assert shipped == {p.name for p in JOBCODE_DIR.glob("rt_*.py")}  # every job-side module, none left behind
     # Nothing shipped to the sites imports resontech_nb.
     for path in job_dir.rglob("*.py"):
         assert not re.search(r"^\s*(from|import)\s+resontech_nb", path.read_text(), re.M), path

@@ -23,7 +23,7 @@ from PIL import Image
 from resontech_nb.config import TrainingConfig
 from resontech_nb.datasets import make_synthetic_shards
 from resontech_nb.errors import ManifestError, ResonTechError
-from resontech_nb.jobcode import rt_manifest
+from resontech_nb.jobcode import rt_dataset, rt_https, rt_manifest, rt_zip
 from resontech_nb.shards import ShardSet, make_shard, make_shard_from_folder, validate_shards
 
 
@@ -166,7 +166,7 @@ def test_zip_slip_entries_are_refused(tmp_path: Path, entry: str) -> None:
     assert f"ZIP entry {entry!r} in slip.zip escapes the shard" in message
     dest = tmp_path / "out" / "x"
     with pytest.raises(rt_manifest.ManifestError, match="escapes the shard"):
-        rt_manifest.safe_extract(shard, dest)
+        rt_zip.safe_extract(shard, dest)
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "out" / "evil.txt").exists()
     assert not dest.exists()
     assert list((tmp_path / "out").iterdir()) == []  # no staging folder left behind
@@ -294,30 +294,38 @@ def test_synthetic_shards_are_deterministic_and_valid(tmp_path: Path) -> None:
 
 def test_safe_extract_skips_unchanged_zip(tmp_path: Path) -> None:
     shard = good_shard(tmp_path / "s.zip")
-    dest = rt_manifest.safe_extract(shard, tmp_path / "data" / "site-1")
+    dest = rt_zip.safe_extract(shard, tmp_path / "data" / "site-1")
     assert (dest / "manifest.ndjson").is_file() and (dest / "images" / "0.png").is_file()
     (dest / "images" / "0.png").write_bytes(b"changed")
-    rt_manifest.safe_extract(shard, dest)  # unchanged ZIP: nothing extracted again
+    rt_zip.safe_extract(shard, dest)  # unchanged ZIP: nothing extracted again
     assert (dest / "images" / "0.png").read_bytes() == b"changed"
     good_shard(shard, [1, 1, 1, 1])  # rewritten ZIP: extracted again
-    rt_manifest.safe_extract(shard, dest)
+    rt_zip.safe_extract(shard, dest)
     assert (dest / "images" / "3.png").is_file()
     assert (dest / "images" / "0.png").read_bytes() != b"changed"
     assert len(rt_manifest.read_manifest(dest)) == 4  # an extracted folder reads like its ZIP
 
 
+def test_rt_manifest_keeps_the_public_names_of_the_shard_modules() -> None:
+    assert rt_manifest.safe_extract is rt_zip.safe_extract
+    assert rt_manifest.fetch_https is rt_https.fetch_https and rt_manifest.check_remote is rt_https.check_remote
+    assert rt_manifest.ManifestDataset is rt_dataset.ManifestDataset
+    assert rt_manifest.ManifestError is rt_zip.ManifestError is rt_https.ManifestError is rt_dataset.ManifestError
+    assert rt_manifest.Sample is rt_https.Sample is rt_dataset.Sample
+
+
 def test_manifest_dataset_tensors_and_targets(tmp_path: Path) -> None:
     shard = good_shard(tmp_path / "s.zip", [[0, 2], [1]])
-    dest = rt_manifest.safe_extract(shard, tmp_path / "x")
+    dest = rt_zip.safe_extract(shard, tmp_path / "x")
     samples = rt_manifest.read_manifest(dest)
-    multi = rt_manifest.ManifestDataset(dest, samples, 3, 16, True)
+    multi = rt_dataset.ManifestDataset(dest, samples, 3, 16, True)
     image, target = multi[0]
     assert image.shape == (3, 16, 16) and image.dtype == torch.float32
     assert float(image.min()) >= -1.0 and float(image.max()) <= 1.0
     assert target.tolist() == [1.0, 0.0, 1.0]
     with pytest.raises(rt_manifest.ManifestError, match="set multi_label=True"):
-        rt_manifest.ManifestDataset(dest, samples, 3, 16, False)
-    single = rt_manifest.ManifestDataset(dest, samples[1:], 3, 16, False)
+        rt_dataset.ManifestDataset(dest, samples, 3, 16, False)
+    single = rt_dataset.ManifestDataset(dest, samples[1:], 3, 16, False)
     assert single[0][1].dtype == torch.long and int(single[0][1]) == 1
 
 
@@ -425,8 +433,8 @@ def closed_port() -> int:
 def test_fetch_https_downloads_once_into_cache(tls: TLSServer, tmp_path: Path) -> None:
     uri = f"{tls.base}/img.png"
     cache = tmp_path / "cache"
-    first = rt_manifest.fetch_https(uri, cache, ssl_context=tls.client_context)
-    second = rt_manifest.fetch_https(uri, cache, ssl_context=tls.client_context)
+    first = rt_https.fetch_https(uri, cache, ssl_context=tls.client_context)
+    second = rt_https.fetch_https(uri, cache, ssl_context=tls.client_context)
     assert first == second and first.read_bytes() == tls.image
     assert first.name.endswith(".png") and tls.hits["/img.png"] == 1
     assert [p.name for p in cache.iterdir()] == [first.name]  # no temp files left
@@ -436,16 +444,16 @@ def test_fetch_https_size_cap_timeout_and_errors(tls: TLSServer, tmp_path: Path)
     cache = tmp_path / "cache"
     ctx = tls.client_context
     with pytest.raises(rt_manifest.ManifestError, match="more than the 1000-byte cap"):
-        rt_manifest.fetch_https(f"{tls.base}/big.png", cache, max_bytes=1000, ssl_context=ctx)
+        rt_https.fetch_https(f"{tls.base}/big.png", cache, max_bytes=1000, ssl_context=ctx)
     with pytest.raises(rt_manifest.ManifestError, match=r"could not download .*/slow\.png: .*timed out"):
-        rt_manifest.fetch_https(f"{tls.base}/slow.png", cache, timeout=0.3, ssl_context=ctx)
+        rt_https.fetch_https(f"{tls.base}/slow.png", cache, timeout=0.3, ssl_context=ctx)
     with pytest.raises(rt_manifest.ManifestError, match="HTTP 404"):
-        rt_manifest.fetch_https(f"{tls.base}/gone.png", cache, ssl_context=ctx)
+        rt_https.fetch_https(f"{tls.base}/gone.png", cache, ssl_context=ctx)
     with pytest.raises(rt_manifest.ManifestError, match="CERTIFICATE_VERIFY_FAILED"):
-        rt_manifest.fetch_https(f"{tls.base}/img.png", cache)  # untrusted self-signed cert
+        rt_https.fetch_https(f"{tls.base}/img.png", cache)  # untrusted self-signed cert
     port = closed_port()
     with pytest.raises(rt_manifest.ManifestError) as info:
-        rt_manifest.fetch_https(f"https://127.0.0.1:{port}/a.png", cache, timeout=2)
+        rt_https.fetch_https(f"https://127.0.0.1:{port}/a.png", cache, timeout=2)
     assert str(info.value).startswith(f"could not download https://127.0.0.1:{port}/a.png: ")
     assert "check the URL or make the file part of the shard" in str(info.value)
     assert list(cache.iterdir()) == []
@@ -474,9 +482,9 @@ def test_validate_shards_checks_https_uris(tls: TLSServer, tmp_path: Path) -> No
 
 def test_dataset_loads_https_images_through_cache(tls: TLSServer, tmp_path: Path) -> None:
     shard = remote_shard(tmp_path / "r.zip", [f"{tls.base}/img7.png"])
-    dest = rt_manifest.safe_extract(shard, tmp_path / "x")
+    dest = rt_zip.safe_extract(shard, tmp_path / "x")
     samples = rt_manifest.read_manifest(dest)
-    dataset = rt_manifest.ManifestDataset(dest, samples, 2, 8, False, ssl_context=tls.client_context)
+    dataset = rt_dataset.ManifestDataset(dest, samples, 2, 8, False, ssl_context=tls.client_context)
     for _ in range(3):
         image, target = dataset[0]
     assert image.shape == (3, 8, 8) and int(target) == 0
@@ -490,5 +498,5 @@ def test_safe_extract_never_overwrites_a_foreign_folder(tmp_path: Path) -> None:
     precious.mkdir()
     (precious / "thesis.txt").write_text("keep me")
     with pytest.raises(rt_manifest.ManifestError, match="choose a new or empty folder"):
-        rt_manifest.safe_extract(shard, precious)
+        rt_zip.safe_extract(shard, precious)
     assert (precious / "thesis.txt").read_text() == "keep me"

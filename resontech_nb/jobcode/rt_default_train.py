@@ -1,8 +1,8 @@
 """The default ``fl_train_model`` and ``fl_evaluate_model``: an image classifier on one shard.
 
 Shipped inside every job's ``custom/`` folder and imported there as the top-level module
-``rt_default_train``; needs only the standard library, torch, numpy, Pillow and ``rt_manifest``.
-The job's ``model_def.py`` calls ``default_train_model(Net, payload)`` (and
+``rt_default_train``; needs only the standard library, torch, numpy, Pillow, ``rt_manifest`` and
+``rt_dataset``. The job's ``model_def.py`` calls ``default_train_model(Net, payload)`` (and
 ``default_evaluate_model(Net, payload)``) when the notebook cell defines no function of its own.
 
 Which rows validate: manifest rows whose ``meta.split`` is ``"val"`` (or ``"valid"``, ``"validation"``)
@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import rt_dataset
 import rt_manifest
 import torch
 from torch import nn
@@ -167,7 +168,7 @@ class _ShardData:
         self.train_rows, self.val_rows = split_samples(samples, float(hp.get("val_fraction") or 0.0))
 
     def loader(self, rows: list[rt_manifest.Sample], shuffle: bool) -> DataLoader:
-        dataset = rt_manifest.ManifestDataset(
+        dataset = rt_dataset.ManifestDataset(
             self.data_path, rows, self.num_classes, int(self.hp["img_size"]), self.multi_label
         )
         generator = torch.Generator()

@@ -119,11 +119,11 @@ class RTTrainExecutor(Executor):
             if os.path.isdir(shard):
                 self._data_path = shard
             else:
-                import rt_manifest
+                import rt_zip
 
                 workspace = fl_ctx.get_engine().get_workspace()
                 dest = os.path.join(workspace.get_run_dir(fl_ctx.get_job_id()), "rt_data", site)
-                self._data_path = str(rt_manifest.safe_extract(shard, dest))
+                self._data_path = str(rt_zip.safe_extract(shard, dest))
         return self._data_path
 
     def _device(self) -> str:
