@@ -31,9 +31,14 @@ FEDOPT_ADAM_ARGS = {"betas": [0.9, 0.99], "eps": 1e-3}
 
 # What a custom fl_train_model must read for the algorithm to act, and how to use it.
 PAYLOAD_USE = {
-    "fedprox": ("fedprox", "add the proximal term to the loss: loss = loss + payload['fedprox'](model)"),
+    "fedprox": (
+        "fedprox",
+        "its sites train as plain FedAvg would",
+        "add the proximal term to the loss: loss = loss + payload['fedprox'](model)",
+    ),
     "scaffold": (
         "scaffold",
+        "every site's round will fail",
         "call payload['scaffold'].correct(model, lr) after every optimizer.step()",
     ),
 }
@@ -83,13 +88,10 @@ def unread_payload_warning(source: str, algorithm: str) -> str:
     """A warning when a custom ``fl_train_model`` in ``source`` never reads what ``algorithm`` gives it."""
     if algorithm not in PAYLOAD_USE or _uses_default_loop(source):
         return ""
-    field, how = PAYLOAD_USE[algorithm]
+    field, outcome, how = PAYLOAD_USE[algorithm]
     if re.search(rf"""["']{field}(_mu)?["']""", source):
         return ""
-    return (
-        f"algorithm={algorithm!r}, but fl_train_model never reads payload[{field!r}], so its sites train as "
-        f"plain FedAvg would: {how}"
-    )
+    return f"algorithm={algorithm!r}, but fl_train_model never reads payload[{field!r}], so {outcome}: {how}"
 
 
 def _uses_default_loop(source: str) -> bool:

@@ -14,6 +14,7 @@ import torch
 from fl_models import expected_after
 
 from resontech_nb import FederationConfig, TrainingConfig, capture, make_synthetic_shards, submit
+from resontech_nb.errors import AlgorithmWarning
 
 pytestmark = pytest.mark.slow
 
@@ -83,12 +84,13 @@ def test_scaffold_corrects_each_sites_drift_as_the_arithmetic_says(three_shards)
 
 def test_a_scaffold_job_whose_loop_never_corrects_fails_naming_the_call(three_shards):
     spec = capture(fl_models.DeltaNet, fl_models.delta_train)
-    job = submit(
-        spec,
-        three_shards,
-        training=TrainingConfig(img_size=16),
-        federation=FederationConfig(num_rounds=1, min_clients=3, algorithm="scaffold", **FAST),
-    )
+    with pytest.warns(AlgorithmWarning, match=r"never reads payload\['scaffold'\], so every site's round will fail"):
+        job = submit(
+            spec,
+            three_shards,
+            training=TrainingConfig(img_size=16),
+            federation=FederationConfig(num_rounds=1, min_clients=3, algorithm="scaffold", **FAST),
+        )
     assert job.wait(timeout=300) == "FAILED"
     errors = {c.error for c in job.rounds[0].clients.values()} - {None}  # the job may stop before all answer
     assert len(errors) == 1

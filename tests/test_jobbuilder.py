@@ -74,3 +74,48 @@ def test_user_executor_and_persistor_replace_the_defaults(shards):
     start = fl_models.DeltaNet().state_dict()
     for name, value in job.result().items():
         assert torch.equal(value, start[name] + 102.0)
+
+
+def _configs(job_dir):
+    config = job_dir / "app" / "config"
+    return (json.loads((config / f"config_fed_{side}.json").read_text()) for side in ("server", "client"))
+
+
+def test_each_algorithm_is_plain_nvflare_configuration(tmp_path, shards):
+    spec = capture(fl_models.DeltaNet, fl_models.scaffold_train)
+
+    def build(name, **federation):
+        return _configs(build_job(spec, shards, federation=FederationConfig(**federation), out=tmp_path / name))
+
+    server, client = build("fedopt", algorithm="fedopt", fedopt_optimizer="adam")
+    generator = next(c for c in server["components"] if c["id"] == "shareable_generator")
+    assert generator["path"] == "rt_fedopt.RTFedOptShareableGenerator"  # NVFlare's PTFedOptModelShareableGenerator
+    assert generator["args"]["optimizer_args"]["path"] == "torch.optim.Adam"
+    assert generator["args"]["optimizer_args"]["args"]["lr"] == 0.01
+    assert {"id": "model", "path": "model_def.DeltaNet", "args": {}} in server["components"]
+    aggregator = next(c for c in server["components"] if c["id"] == "aggregator")
+    assert aggregator["args"]["expected_data_kind"] == "WEIGHT_DIFF"
+    assert client["executors"][0]["executor"]["args"]["send_difference"] is True
+
+    server, client = build("scaffold", algorithm="scaffold")
+    assert server["workflows"][0]["path"] == "rt_workflow.RTScatterAndGatherScaffold"
+    aggregator = next(c for c in server["components"] if c["id"] == "aggregator")
+    parts = {"_model_weights_": "WEIGHT_DIFF", "scaffold_c_diff": "WEIGHT_DIFF"}
+    assert aggregator["args"]["expected_data_kind"] == parts
+
+    server, client = build("private", privacy="exclude:^b$; svt:epsilon=0.5")
+    filters = client["task_result_filters"][0]["filters"]
+    assert [f["path"].rsplit(".", 1)[1] for f in filters] == ["ExcludeVars", "SVTPrivacy"]
+    assert filters[0]["args"] == {"exclude_vars": "^b$"}
+    assert filters[1]["args"]["epsilon"] == 0.5
+    guard = server["task_result_filters"][0]["filters"][0]
+    assert guard == {"path": "rt_guard.UpdateGuard", "args": {"withheld": "(?:^b$)"}}
+
+
+def test_an_own_executor_cannot_take_an_algorithm(tmp_path, shards):
+    spec = capture(fl_models.DeltaNet, fl_models.delta_train)
+    with pytest.raises(JobBuildError, match="need the built-in executor"):
+        build_job(
+            spec, shards, federation=FederationConfig(algorithm="fedprox"), out=tmp_path / "j",
+            executor=fl_components.WrongShapeExecutor,
+        )
