@@ -23,3 +23,19 @@ def simulate(job_dir: Path, workspace: Path, sites: int = 2) -> float:
         simulator_command(job_dir, workspace, sites), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     return time.perf_counter() - started
+
+
+def round_durations(workspace: Path) -> list[float]:
+    """Seconds between the starts of consecutive rounds, from the server's log of a finished run.
+
+    Round 0 (which includes the sites' start-up) is left out; the last round has no successor.
+    """
+    import datetime
+    import re
+
+    stamps = []
+    text = (Path(workspace) / "server" / "log.txt").read_text(encoding="utf-8", errors="replace")
+    for stamp, number in re.findall(r"^(\S+ \S+) - .*?Round (\d+) started", text, flags=re.M):
+        stamps.append((int(number), datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f")))
+    stamps.sort()
+    return [(b - a).total_seconds() for (n, a), (_, b) in zip(stamps, stamps[1:], strict=False) if n >= 1]
