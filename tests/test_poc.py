@@ -189,6 +189,20 @@ def test_abort_ends_a_running_job(poc, target, shards, tmp_path):
     poc.wait_until_ready(timeout=30)  # the deployment itself is still up
 
 
+@pytest.mark.slow
+def test_scaffold_with_a_privacy_filter_runs_on_the_deployment(poc, target, shards, tmp_path):
+    """The algorithm and the filter are plain NVFlare configuration: the deployment runs them as the arithmetic says."""
+    train = fl_models.scaffold_train
+    built = built_job(train, shards, tmp_path / "scaffold", 2, "scaffold", algorithm="scaffold", privacy="exclude:^b$")
+    job = target.submit(built)
+    assert job.wait(timeout=240) == "FINISHED", job.error
+    samples = {s: n for s, n in fl_models.SAMPLES.items() if s != "site-3"}
+    shift, _ = fl_models.expected_scaffold(2, samples)
+    start = fl_models.DeltaNet().state_dict()
+    assert torch.allclose(job.result()["w"].double(), start["w"].double() + shift, atol=1e-5)
+    assert torch.equal(job.result()["b"], start["b"])  # withheld by every site: never changed on the server
+
+
 BUCKET = "poc-platform"
 
 
