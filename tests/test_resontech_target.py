@@ -202,3 +202,18 @@ def test_evaluation_through_the_platform_matches_the_local_target(platform, s3, 
     assert remote.cross_site == local.cross_site and set(remote.cross_site) == {"global", "site-1", "site-2", "site-3"}
     for name, value in local.result(which="best").items():
         assert torch.equal(remote.result(which="best")[name], value)
+
+
+def test_fedopt_with_a_percentile_filter_through_the_platform(platform, s3, shards):
+    """The algorithm and the filter travel in the job folder: the platform runs them as the arithmetic says."""
+    spec = capture(fl_models.DeltaNet, fl_models.delta_train)
+    federation = FEDERATION.replace(algorithm="fedopt", fedopt_momentum=0.5, privacy="percentile:gamma=0.01")
+    remote = api.submit(
+        spec, shards, TrainingConfig(img_size=8), federation, target="resontech",
+        config=remote_config(platform, s3.endpoint_url),
+    )
+    assert remote.wait(timeout=300) == "FINISHED", remote.error
+    # Updates clipped to 0.375 a round (see test_algorithms), then SGD with momentum 0.5: 0.375 + 0.5625.
+    start = fl_models.DeltaNet().state_dict()
+    for name, value in remote.result().items():
+        assert torch.allclose(value.double(), start[name].double() + 0.375 + 0.5625, atol=1e-5), (name, value)
