@@ -72,7 +72,7 @@ class RTTrainExecutor(Executor):
         self.device = device
         self.algorithm = algorithm
         self.fedprox_mu = float(fedprox_mu)
-        self.send_difference = bool(send_difference) or algorithm in ("fedopt", "scaffold")
+        self.send_difference = bool(send_difference)  # decided at build time (algorithms.sends_difference)
         self.train_task_name = train_task_name
         self.validate_task_name = validate_task_name
         self.submit_model_task_name = submit_model_task_name
