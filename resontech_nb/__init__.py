@@ -41,10 +41,13 @@ def __getattr__(name: str) -> Any:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext resontech_nb``."""
+    """``%load_ext resontech_nb``; also starts the clean process for preflight, so that it has imported torch
+    by the time the first ``%%fl_model`` cell needs it."""
+    from .capture.clean_process import warm_up
     from .magics import register
 
     register(ipython)
+    warm_up()
 
 
 def unload_ipython_extension(ipython: Any) -> None:
