@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -22,18 +20,13 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import bench_models  # noqa: E402
+from sim import simulate  # noqa: E402
 
 from resontech_nb import FederationConfig, TrainingConfig, build_job, capture, make_synthetic_shards  # noqa: E402
 
 
 def run_simulator(job_dir: Path, workspace: Path, clients: list[str]) -> float:
-    command = [
-        sys.executable, "-m", "nvflare.private.fed.app.simulator.simulator", str(job_dir),
-        "-w", str(workspace), "-c", ",".join(clients), "-t", str(len(clients)),
-    ]
-    started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    return simulate(job_dir, workspace, len(clients))
 
 
 def ours(rounds: int, shards: list[Path], out: Path) -> Path:

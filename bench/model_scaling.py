@@ -28,20 +28,19 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import bench_models  # noqa: E402
+from sim import simulator_command, simulator_env  # noqa: E402
 
 from resontech_nb import FederationConfig, TrainingConfig, build_job, capture, make_synthetic_shards  # noqa: E402
 
 
 def run_simulator(job_dir: Path, workspace: Path, sites: int) -> tuple[float, int]:
     """Wall time of a whole simulator run and the peak RSS of its largest process."""
-    clients = ",".join(f"site-{i + 1}" for i in range(sites))
-    command = [
-        sys.executable, "-m", "nvflare.private.fed.app.simulator.simulator", str(job_dir),
-        "-w", str(workspace), "-c", clients, "-t", str(sites),
-    ]
+    command = simulator_command(job_dir, workspace, sites)
     peak = 0
     started = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=simulator_env(sites)
+    )
     done = threading.Event()
 
     def sample() -> None:

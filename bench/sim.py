@@ -7,6 +7,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from resontech_nb.targets.local import simulator_env  # noqa: E402
+
 
 def simulator_command(job_dir: Path, workspace: Path, sites: int = 2) -> list[str]:
     clients = ",".join(f"site-{i + 1}" for i in range(sites))
@@ -17,10 +21,14 @@ def simulator_command(job_dir: Path, workspace: Path, sites: int = 2) -> list[st
 
 
 def simulate(job_dir: Path, workspace: Path, sites: int = 2) -> float:
-    """Wall time of one whole simulator run of ``job_dir`` with ``sites`` sites."""
+    """Wall time of one whole simulator run of ``job_dir`` with ``sites`` sites, in the local target's environment."""
     started = time.perf_counter()
     subprocess.run(
-        simulator_command(job_dir, workspace, sites), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        simulator_command(job_dir, workspace, sites),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=simulator_env(sites),
     )
     return time.perf_counter() - started
 

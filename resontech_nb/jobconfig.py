@@ -77,6 +77,7 @@ def server_config(
                 "train_task_name": "train",
                 "train_timeout": federation.train_timeout,
                 "task_check_period": federation.task_check_period,
+                "memory_gc_rounds": federation.memory_gc_rounds,
             },
         }
     ]
@@ -98,6 +99,7 @@ def server_config(
         )
     return {
         "format_version": 2,
+        **transfer_settings(federation),
         "server": {
             "heart_beat_timeout": federation.heart_beat_timeout,
             "task_request_interval": federation.task_request_interval,
@@ -115,6 +117,12 @@ def server_config(
         "components": components,
         "workflows": workflows,
     }
+
+
+def transfer_settings(federation: FederationConfig) -> dict[str, int]:
+    """NVFlare's size of one piece of a numpy or tensor download (read from the app's config on each side)."""
+    chunk = int(federation.download_chunk_mb * 1024 * 1024)
+    return {"np_download_chunk_size": chunk, "tensor_download_chunk_size": chunk}
 
 
 def _shareable_generator(federation: FederationConfig) -> dict[str, Any]:
@@ -136,6 +144,7 @@ def algorithm_args(federation: FederationConfig) -> dict[str, Any]:
 def client_config(federation: FederationConfig, executor_path: str, executor_args: dict) -> dict[str, Any]:
     return {
         "format_version": 2,
+        **transfer_settings(federation),
         "executors": [
             {"tasks": ["train", "validate", "submit_model"], "executor": {"path": executor_path, "args": executor_args}}
         ],

@@ -54,6 +54,8 @@ FIELD_HELP = {
     "cross_site_eval": "Evaluate the final and each site's model on every site's data",
     "task_request_interval": "Seconds between an idle site's requests for work",
     "task_check_period": "Seconds between the server's checks of a round's tasks",
+    "memory_gc_rounds": "Rounds between the server's memory clean-ups (0 = off)",
+    "download_chunk_mb": "MB per piece of the weights sent between server and sites",
     "algorithm": "Federated algorithm: fedavg, fedprox, fedopt or scaffold",
     "fedprox_mu": "FedProx's proximal weight mu (0 is plain FedAvg)",
     "fedopt_optimizer": "FedOpt's server optimizer: sgd or adam",

@@ -32,10 +32,17 @@ class RTModelPersistor(ModelPersistor):
         self.model_class = model_class
         self.initial_weights = initial_weights
         self.model_dir = model_dir
+        self._reference: dict[str, tuple[torch.Size, torch.dtype]] | None = None
 
     def _model(self) -> torch.nn.Module:
         module = importlib.import_module(self.model_module)
         return getattr(module, self.model_class)()
+
+    def _shapes(self) -> dict[str, tuple[torch.Size, torch.dtype]]:
+        """Each state_dict entry's shape and dtype, from the model built once (building a big model takes seconds)."""
+        if self._reference is None:
+            self._reference = {k: (v.shape, v.dtype) for k, v in self._model().state_dict().items()}
+        return self._reference
 
     def _model_path(self, fl_ctx: FLContext) -> str:
         workspace = fl_ctx.get_engine().get_workspace()
@@ -45,6 +52,7 @@ class RTModelPersistor(ModelPersistor):
     def load_model(self, fl_ctx: FLContext) -> ModelLearnable:
         model = self._model()
         state = model.state_dict()
+        self._reference = {k: (v.shape, v.dtype) for k, v in state.items()}
         if self.initial_weights:
             path = self.initial_weights
             if not os.path.isabs(path):
@@ -55,12 +63,13 @@ class RTModelPersistor(ModelPersistor):
         return make_model_learnable(weights=weights, meta_props={})
 
     def save_model(self, model_learnable: ModelLearnable, fl_ctx: FLContext) -> None:
-        reference = self._model().state_dict()
+        reference = self._shapes()
         state = {}
         for key, value in model_learnable[ModelLearnableKey.WEIGHTS].items():
             tensor = torch.as_tensor(np.asarray(value))
             if key in reference:
-                tensor = tensor.to(reference[key].dtype).reshape(reference[key].shape)
+                shape, dtype = reference[key]
+                tensor = tensor.to(dtype).reshape(shape)
             state[key] = tensor
         path = self._model_path(fl_ctx)
         os.makedirs(os.path.dirname(path), exist_ok=True)

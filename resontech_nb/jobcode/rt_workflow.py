@@ -9,8 +9,10 @@ NVFlare 2.9's Controller hands ``task_check_period`` to its communicator as a pu
 the communicator's loops read a private one (default 0.2 s); here both are set, so the period asked for
 is the one that paces a round.
 
-``RTScatterAndGatherScaffold`` is the same for NVFlare's SCAFFOLD workflow (``ScatterAndGatherScaffold``,
-which sends the global control variates with the model and adds the mean of the sites' control deltas).
+NVFlare's server clean-up every ``memory_gc_rounds`` is configurable in both (the job turns it off by
+default: see FederationConfig). ``RTScatterAndGatherScaffold`` is the same for NVFlare's SCAFFOLD
+workflow (``ScatterAndGatherScaffold``, which sends the global control variates with the model and adds
+the mean of the sites' control deltas).
 Shipped in the job's ``custom/`` folder; plain NVFlare.
 """
 
@@ -47,4 +49,11 @@ class RTScatterAndGather(GoodAnswers, ScatterAndGather):
 
 
 class RTScatterAndGatherScaffold(GoodAnswers, ScatterAndGatherScaffold):
-    """SCAFFOLD rounds: the global control variates travel with the model."""
+    """SCAFFOLD rounds: the global control variates travel with the model.
+
+    NVFlare's ScatterAndGatherScaffold does not pass ``memory_gc_rounds`` on to ScatterAndGather; here it does.
+    """
+
+    def __init__(self, memory_gc_rounds: int = 1, **kwargs) -> None:  # noqa: ANN003 - ScatterAndGatherScaffold's
+        super().__init__(**kwargs)
+        self._memory_gc_rounds = memory_gc_rounds

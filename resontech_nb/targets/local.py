@@ -41,6 +41,17 @@ def new_job_id(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
+def simulator_env(sites: int) -> dict[str, str]:
+    """The simulator's environment: ours without the password, and each site's torch limited to its share of
+    the cores (all sites train on this machine at once; torch's default of every core per site makes them
+    contend). An OMP_NUM_THREADS the user set is kept."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("RESONTECH_PASSWORD", None)  # the job never needs it
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cores // max(1, sites))))
+    return env
+
+
 class LocalTarget(Target):
     name = "local"
 
@@ -71,8 +82,7 @@ class LocalTarget(Target):
             "-t",
             str(len(sites)),
         ]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.pop("RESONTECH_PASSWORD", None)  # the job never needs it
+        env = simulator_env(len(sites))
         with open(state_dir / "simulator.log", "wb") as log_file:
             try:
                 proc = subprocess.Popen(
