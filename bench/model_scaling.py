@@ -5,7 +5,7 @@ and averaging the weights. Per round = (T(hi) - T(lo)) / (hi - lo) over whole ru
 Peak memory: the largest resident set of any one simulator process (server or a site's worker), sampled
 every 0.1 s. The yardstick: one ``torch.save`` + ``torch.load`` of the model's state_dict.
 
-    .venv/bin/python bench/model_scaling.py [--sizes 1,11,45,100] [--sites 2,4,8,16] [--smoke]
+    .venv/bin/python bench/model_scaling.py [--sizes 1,11,45,100] [--sites 2,4,8,16] [--smoke] [--out FILE]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,30 +29,28 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import bench_models  # noqa: E402
-from sim import simulator_command, simulator_env  # noqa: E402
+from sim import round_durations, simulator_command, simulator_env  # noqa: E402
 
 from resontech_nb import FederationConfig, TrainingConfig, build_job, capture, make_synthetic_shards  # noqa: E402
 
 
-def run_simulator(job_dir: Path, workspace: Path, sites: int) -> tuple[float, int]:
-    """Wall time of a whole simulator run and the peak RSS of its largest process."""
+def run_simulator(job_dir: Path, workspace: Path, sites: int) -> tuple[float, dict[str, int]]:
+    """Wall time of a whole simulator run, and the peak RSS of the server process and of the largest site."""
     command = simulator_command(job_dir, workspace, sites)
-    peak = 0
+    peaks = {"server": 0, "site": 0}
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=simulator_env(sites)
-    )
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=simulator_env(sites))
     done = threading.Event()
 
     def sample() -> None:
-        nonlocal peak
-        root = psutil.Process(proc.pid)
+        root = psutil.Process(proc.pid)  # the server runs in one of the simulator's own processes
         while not done.is_set():
-            try:
-                for p in [root, *root.children(recursive=True)]:
-                    peak = max(peak, p.memory_info().rss)
-            except psutil.Error:
-                pass
+            for p in [root, *root.children(recursive=True)]:
+                try:
+                    role = "site" if "simulator_worker" in " ".join(p.cmdline()) else "server"
+                    peaks[role] = max(peaks[role], p.memory_info().rss)
+                except psutil.Error:
+                    pass
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -62,7 +61,7 @@ def run_simulator(job_dir: Path, workspace: Path, sites: int) -> tuple[float, in
     sampler.join()
     if rc != 0:
         raise RuntimeError(f"simulator failed ({rc}) for {job_dir}")
-    return elapsed, peak
+    return elapsed, peaks
 
 
 def save_load_s(model: torch.nn.Module) -> float:
@@ -98,22 +97,29 @@ def hand_job(tmp: Path, sites: int, rounds: int, tag: str, net: type) -> Path:
     return out / "hand"
 
 
-def per_round(tmp: Path, sites: int, lo: int, hi: int, tag: str, net: type) -> dict:
+BOTH = ("resontech_nb", "hand_written")
+
+
+def per_round(tmp: Path, sites: int, lo: int, hi: int, tag: str, net: type, jobs: tuple[str, ...] = BOTH) -> dict:
     shards = make_synthetic_shards(tmp / f"shards-{sites}", n_clients=sites, samples_per_client=[4] * sites,
                                    img_size=8)
     out: dict = {}
-    for name in ("resontech_nb", "hand_written"):
+    for name in jobs:
         times, peaks = {}, []
         for rounds in (lo, hi):
             if name == "resontech_nb":
                 job = our_job(tmp, shards, rounds, tag, net)
             else:
                 job = hand_job(tmp, sites, rounds, tag, net)
-            times[rounds], peak = run_simulator(job, tmp / f"ws-{name}-{tag}-{rounds}", sites)
+            workspace = tmp / f"ws-{name}-{tag}-{rounds}"
+            times[rounds], peak = run_simulator(job, workspace, sites)
             peaks.append(peak)
+        gaps = round_durations(workspace)  # of the longer run: NVFlare's 1 s start-up steps cancel
         out[name] = {
-            "per_round_s": round((times[hi] - times[lo]) / (hi - lo), 3),
-            "peak_rss_mb": round(max(peaks) / 1e6, 1),
+            "per_round_s": round(statistics.median(gaps), 3) if gaps else None,
+            "whole_runs_per_round_s": round((times[hi] - times[lo]) / (hi - lo), 3),
+            "peak_rss_server_mb": round(max(p["server"] for p in peaks) / 1e6, 1),
+            "peak_rss_site_mb": round(max(p["site"] for p in peaks) / 1e6, 1),
             "total_s": {k: round(v, 2) for k, v in times.items()},
         }
     return out
@@ -126,13 +132,20 @@ def main() -> None:
     parser.add_argument("--lo", type=int, default=1)
     parser.add_argument("--hi", type=int, default=4)
     parser.add_argument("--smoke", action="store_true", help="1 M parameters, 2 sites, for CI")
+    parser.add_argument("--out", type=Path, default=None, help="default: bench/results/model_scaling.json")
     args = parser.parse_args()
+    if args.out is None and not args.smoke:
+        args.out = HERE / "results" / "model_scaling.json"
     sizes = [1] if args.smoke else [int(s) for s in args.sizes.split(",")]
-    site_counts = [2] if args.smoke else [int(s) for s in args.sites.split(",")]
-    lo, hi = (1, 2) if args.smoke else (args.lo, args.hi)
+    site_counts = [] if args.smoke else [int(s) for s in args.sites.split(",")]  # 2 sites at 1 M is by_size
+    lo, hi = (1, 3) if args.smoke else (args.lo, args.hi)
     results: dict = {"by_size": {}, "by_sites": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
+        # a site's resident size with a 260-parameter model: the interpreter, torch and NVFlare
+        baseline = per_round(tmp_path, 2, lo, hi, "tiny", bench_models.BenchNet, jobs=("resontech_nb",))["resontech_nb"]
+        results["baseline_tiny_model"] = baseline
+        print(f"tiny model: {baseline}")
         for millions in sizes:
             net = bench_models.scaled_net_module(millions, tmp_path).ScaledNet
             model = net()
@@ -140,7 +153,11 @@ def main() -> None:
             row = per_round(tmp_path, 2, lo, hi, f"m{millions}", net)
             row.update(params=params, model_mb=round(params * 4 / 1e6, 1), save_load_s=round(save_load_s(model), 3))
             row["ours_per_round_over_save_load"] = round(row["resontech_nb"]["per_round_s"] / row["save_load_s"], 1)
-            row["ours_peak_over_model"] = round(row["resontech_nb"]["peak_rss_mb"] / row["model_mb"], 2)
+            ours = row["resontech_nb"]
+            row["ours_site_peak_over_model"] = round(ours["peak_rss_site_mb"] / row["model_mb"], 2)
+            row["ours_site_peak_above_tiny_over_model"] = round(
+                (ours["peak_rss_site_mb"] - baseline["peak_rss_site_mb"]) / row["model_mb"], 2
+            )
             results["by_size"][f"{millions}M"] = row
             print(f"{millions:>4} M params: {row}")
         small = bench_models.scaled_net_module(1, tmp_path).ScaledNet
@@ -148,10 +165,9 @@ def main() -> None:
             row = per_round(tmp_path, sites, lo, hi, f"s{sites}", small)
             results["by_sites"][str(sites)] = row
             print(f"{sites:>4} sites: {row}")
-    if not args.smoke:
-        out = HERE / "results"
-        out.mkdir(exist_ok=True)
-        (out / "model_scaling.json").write_text(json.dumps(results, indent=2))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

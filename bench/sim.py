@@ -36,14 +36,17 @@ def simulate(job_dir: Path, workspace: Path, sites: int = 2) -> float:
 def round_durations(workspace: Path) -> list[float]:
     """Seconds between the starts of consecutive rounds, from the server's log of a finished run.
 
-    Round 0 (which includes the sites' start-up) is left out; the last round has no successor.
+    Round 0 (which includes the sites' start-up) is left out; the last round has no successor. Reads both
+    ScatterAndGather's "Round N started." and NVFlare's FedAvg controller's, which puts it on a line of its own
+    under the timestamped one.
     """
     import datetime
     import re
 
     stamps = []
     text = (Path(workspace) / "server" / "log.txt").read_text(encoding="utf-8", errors="replace")
-    for stamp, number in re.findall(r"^(\S+ \S+) - .*?Round (\d+) started", text, flags=re.M):
+    pattern = r"^(\S+ \S+) - [^\n]*?(?:\n-+\n\s*)?Round (\d+) started"
+    for stamp, number in re.findall(pattern, text, flags=re.M):
         stamps.append((int(number), datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f")))
     stamps.sort()
     return [(b - a).total_seconds() for (n, a), (_, b) in zip(stamps, stamps[1:], strict=False) if n >= 1]

@@ -127,6 +127,7 @@ def build_job(
             "shards": {site: str(Path(p).resolve()) for site, p in shards.shards.items()},
             "hyperparams": hyperparams,
             **jobconfig.algorithm_args(federation),
+            "keep_local_model": federation.cross_site_eval,
         },
     )
     if executor is not None:

@@ -59,6 +59,7 @@ class RTTrainExecutor(Executor):
         algorithm: str = "fedavg",
         fedprox_mu: float = 0.0,
         send_difference: bool = False,
+        keep_local_model: bool = True,
         train_task_name: str = AppConstants.TASK_TRAIN,
         validate_task_name: str = AppConstants.TASK_VALIDATION,
         submit_model_task_name: str = AppConstants.TASK_SUBMIT_MODEL,
@@ -73,6 +74,9 @@ class RTTrainExecutor(Executor):
         self.algorithm = algorithm
         self.fedprox_mu = float(fedprox_mu)
         self.send_difference = bool(send_difference)  # decided at build time (algorithms.sends_difference)
+        # The last local model, for cross-site evaluation's submit_model task; a whole copy of the model in
+        # memory between rounds, so jobs without cross-site evaluation do not keep it.
+        self.keep_local_model = bool(keep_local_model)
         self.train_task_name = train_task_name
         self.validate_task_name = validate_task_name
         self.submit_model_task_name = submit_model_task_name
@@ -196,7 +200,7 @@ class RTTrainExecutor(Executor):
         meta.update({MetaKey.NUM_STEPS_CURRENT_ROUND: samples, "rt_samples": samples, "rt_metrics": metrics})
         if "loss" in metrics:
             meta["rt_loss"] = metrics["loss"]
-        self._last_weights = weights
+        self._last_weights = weights if self.keep_local_model else None
         self.log_info(fl_ctx, f"round {current_round} on {payload['site_name']}: {samples} samples, metrics {metrics}")
         return update_dxo(weights, incoming, meta, self.send_difference, control_delta).to_shareable()
 
@@ -242,6 +246,10 @@ class RTTrainExecutor(Executor):
         return DXO(data_kind=DataKind.METRICS, data=metrics, meta={"rt_samples": samples}).to_shareable()
 
     def _submit_model(self, fl_ctx: FLContext) -> Shareable:
+        if not self.keep_local_model:
+            return error_reply(
+                f"{fl_ctx.get_identity_name()} kept no local model: the job was built without cross_site_eval"
+            )
         if self._last_weights is None:
             return error_reply(f"{fl_ctx.get_identity_name()} has no local model: it trained in no round")
         return DXO(data_kind=DataKind.WEIGHTS, data=to_numpy(self._last_weights)).to_shareable()
