@@ -4,7 +4,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test || exit 1
 export RESONTECH_NB_HOME="${RESONTECH_NB_HOME:-$(mktemp -d)}"
-.venv/bin/python -m pytest -q -ra "$@"
+.venv/bin/python -m pytest -q -ra --durations=25 "$@"
 rc=$?
 if [ $rc -eq 5 ]; then
   echo "pytest collected no tests: that is a failure here" >&2
