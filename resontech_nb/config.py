@@ -325,7 +325,7 @@ class FederationConfig(_Config):
         )
         self._require(
             0 < self.task_check_period <= 10,
-            f"task_check_period must be above 0 and at most 10 seconds (e.g. 0.05), got {self.task_check_period}",
+            f"task_check_period must be above 0 and at most 10 seconds (e.g. 0.02), got {self.task_check_period}",
         )
         self._require(
             self.memory_gc_rounds >= 0, f"memory_gc_rounds must be >= 0 (0 = off), got {self.memory_gc_rounds}"

@@ -317,6 +317,8 @@ MAGIC_ROWS = [
     Row("config bad email", "%fl_config email=erin", "is not an email address"),
     Row("config password", "%fl_config password=hunter2-Secret", "use %fl_login"),
     Row("config manifest in a subfolder", "%fl_config manifest_file=data/manifest.ndjson", "a file name at the"),
+    Row("config zero download pieces", "%fl_config download_chunk_mb=0", "download_chunk_mb must be above 0"),
+    Row("config negative gc rounds", "%fl_config memory_gc_rounds=-1", "memory_gc_rounds must be >= 0"),
     # %%fl_model (capture.py's own rows, included because they pass today)
     Row("cell defines no model class", "%%fl_model\nx = 1\n", "define your model class in this cell", model=False),
     Row(

@@ -234,3 +234,16 @@ def test_no_validation_rows_means_no_validation(shards: dict[str, Path]) -> None
     q = payload(shards["single"], val_fraction=0.0)
     q["weights"] = TinyNet().state_dict()
     assert rt_default_train.default_evaluate_model(TinyNet, q) is None
+
+
+def test_the_finite_check_tells_an_overflowing_sum_from_nan_and_inf() -> None:
+    import rt_checks
+
+    reference = {"w": ((3,), torch.float32)}
+    big = torch.full((3,), 3e38)  # every value finite, their sum overflows to inf
+    assert not torch.isfinite(big.sum()) and rt_checks.update_problem({"w": big}, reference) == ""
+    for values, named in (([1.0, float("nan"), 2.0], "NaN"), ([float("inf"), float("-inf"), 0.0], "inf")):
+        problem = rt_checks.update_problem({"w": torch.tensor(values)}, reference)
+        assert problem.startswith(f"weights['w'] holds {named}"), problem
+    half = {"w": ((2,), torch.float16)}
+    assert rt_checks.update_problem({"w": torch.tensor([60000.0, 60000.0], dtype=torch.float16)}, half) == ""

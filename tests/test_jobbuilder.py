@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 
 import fl_components
 import fl_models
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from resontech_nb import FederationConfig, TrainingConfig, build_job, capture, make_synthetic_shards, submit
-from resontech_nb.errors import JobBuildError
+from resontech_nb.errors import AlgorithmWarning, JobBuildError
 from resontech_nb.jobbuilder import JOBCODE_DIR
 
 
@@ -119,3 +120,40 @@ def test_an_own_executor_cannot_take_an_algorithm(tmp_path, shards):
             spec, shards, federation=FederationConfig(algorithm="fedprox"), out=tmp_path / "j",
             executor=fl_components.WrongShapeExecutor,
         )
+
+
+def test_the_speed_knobs_reach_nvflare(tmp_path, shards):
+    spec = capture(fl_models.DeltaNet, fl_models.delta_train)
+    for federation, chunk, gc_rounds, keep in (
+        (FederationConfig(min_clients=2), 32 * 1024 * 1024, 0, False),
+        (FederationConfig(min_clients=2, download_chunk_mb=2, memory_gc_rounds=5), 2 * 1024 * 1024, 5, False),
+        (FederationConfig(min_clients=2, algorithm="scaffold", memory_gc_rounds=3), 32 * 1024 * 1024, 3, False),
+    ):
+        with warnings.catch_warnings():  # delta_train ignores SCAFFOLD's correction: only the config is read here
+            warnings.simplefilter("ignore", AlgorithmWarning)
+            job_dir = build_job(spec, shards, federation=federation, out=tmp_path / f"job-{chunk}-{gc_rounds}")
+        server = json.loads((job_dir / "app/config/config_fed_server.json").read_text())
+        client = json.loads((job_dir / "app/config/config_fed_client.json").read_text())
+        for config in (server, client):  # NVFlare reads them from each side's own app config
+            assert config["np_download_chunk_size"] == config["tensor_download_chunk_size"] == chunk
+        assert server["workflows"][0]["args"]["memory_gc_rounds"] == gc_rounds
+        assert server["workflows"][0]["args"]["task_check_period"] == 0.02
+        assert client["executors"][0]["executor"]["args"]["keep_local_model"] is keep
+    with_cross_site = FederationConfig(min_clients=2, cross_site_eval=True)
+    spec_eval = capture(fl_models.DeltaNet, fl_models.delta_train, fl_models.delta_evaluate)
+    job_dir = build_job(spec_eval, shards, federation=with_cross_site, out=tmp_path / "job-xsite")
+    client = json.loads((job_dir / "app/config/config_fed_client.json").read_text())
+    assert client["executors"][0]["executor"]["args"]["keep_local_model"] is True  # submit_model sends it
+
+
+def test_local_sites_share_the_cores(monkeypatch):
+    from resontech_nb.targets.local import simulator_env
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("RESONTECH_PASSWORD", "not for the job")
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    env = simulator_env(2)
+    assert env["OMP_NUM_THREADS"] == "4" and "RESONTECH_PASSWORD" not in env
+    assert simulator_env(16)["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert simulator_env(2)["OMP_NUM_THREADS"] == "3"  # the user's own setting stays
