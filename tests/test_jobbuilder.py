@@ -150,10 +150,11 @@ def test_local_sites_share_the_cores(monkeypatch):
     from resontech_nb.targets.local import simulator_env
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     monkeypatch.setenv("RESONTECH_PASSWORD", "not for the job")
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)), raising=False)
     env = simulator_env(2)
-    assert env["OMP_NUM_THREADS"] == "4" and "RESONTECH_PASSWORD" not in env
+    assert env["OMP_NUM_THREADS"] == "4" and env["MALLOC_ARENA_MAX"] == "2" and "RESONTECH_PASSWORD" not in env
     assert simulator_env(16)["OMP_NUM_THREADS"] == "1"
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert simulator_env(2)["OMP_NUM_THREADS"] == "3"  # the user's own setting stays

@@ -42,13 +42,16 @@ def new_job_id(name: str) -> str:
 
 
 def simulator_env(sites: int) -> dict[str, str]:
-    """The simulator's environment: ours without the password, and each site's torch limited to its share of
-    the cores (all sites train on this machine at once; torch's default of every core per site makes them
-    contend). An OMP_NUM_THREADS the user set is kept."""
+    """The simulator's environment: ours without the password, each site's torch limited to its share of the
+    cores (all sites train on this machine at once; torch's default of every core per site makes them
+    contend), and glibc's malloc held to 2 arenas (NVFlare's many threads each get an arena otherwise, and
+    each keeps the memory freed in it: a 45 M-parameter job's server peaked at 2.4 GB instead of 1.8 GB, its
+    sites at 1.3 GB instead of 1.1 GB, at the same speed). Values the user set are kept."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("RESONTECH_PASSWORD", None)  # the job never needs it
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     env.setdefault("OMP_NUM_THREADS", str(max(1, cores // max(1, sites))))
+    env.setdefault("MALLOC_ARENA_MAX", "2")
     return env
 
 
