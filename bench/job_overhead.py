@@ -25,10 +25,6 @@ from sim import simulate  # noqa: E402
 from resontech_nb import FederationConfig, TrainingConfig, build_job, capture, make_synthetic_shards  # noqa: E402
 
 
-def run_simulator(job_dir: Path, workspace: Path, clients: list[str]) -> float:
-    return simulate(job_dir, workspace, len(clients))
-
-
 def ours(rounds: int, shards: list[Path], out: Path) -> Path:
     spec = capture(bench_models.BenchNet, bench_models.bench_train)
     federation = FederationConfig(num_rounds=rounds, min_clients=2, wait_time_after_min_received=0, job_name="ours")
@@ -64,7 +60,7 @@ def main() -> None:
                 for i in range(args.repeat):
                     out = tmp_path / f"{name}-{rounds}-{i}"
                     job = ours(rounds, shards, out) if name == "resontech_nb" else hand_written(rounds, out)
-                    runs.append(run_simulator(job, tmp_path / f"ws-{name}-{rounds}-{i}", clients))
+                    runs.append(simulate(job, tmp_path / f"ws-{name}-{rounds}-{i}", len(clients)))
                 times[rounds] = min(runs)
             per_round = (times[args.hi] - times[args.lo]) / (args.hi - args.lo)
             results[name] = {"total_s": times, "per_round_s": round(per_round, 3)}

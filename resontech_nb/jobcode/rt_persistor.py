@@ -38,10 +38,11 @@ class RTModelPersistor(ModelPersistor):
         module = importlib.import_module(self.model_module)
         return getattr(module, self.model_class)()
 
-    def _shapes(self) -> dict[str, tuple[torch.Size, torch.dtype]]:
+    def _shapes(self, state: dict[str, torch.Tensor] | None = None) -> dict[str, tuple[torch.Size, torch.dtype]]:
         """Each state_dict entry's shape and dtype, from the model built once (building a big model takes seconds)."""
         if self._reference is None:
-            self._reference = {k: (v.shape, v.dtype) for k, v in self._model().state_dict().items()}
+            state = state if state is not None else self._model().state_dict()
+            self._reference = {k: (v.shape, v.dtype) for k, v in state.items()}
         return self._reference
 
     def _model_path(self, fl_ctx: FLContext) -> str:
@@ -52,7 +53,7 @@ class RTModelPersistor(ModelPersistor):
     def load_model(self, fl_ctx: FLContext) -> ModelLearnable:
         model = self._model()
         state = model.state_dict()
-        self._reference = {k: (v.shape, v.dtype) for k, v in state.items()}
+        self._shapes(state)
         if self.initial_weights:
             path = self.initial_weights
             if not os.path.isabs(path):
