@@ -10,14 +10,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from resontech_nb.targets.local import simulator_env  # noqa: E402
+from resontech_nb.targets.simulator import simulator_command as launcher_command  # noqa: E402
 
 
 def simulator_command(job_dir: Path, workspace: Path, sites: int = 2) -> list[str]:
-    clients = ",".join(f"site-{i + 1}" for i in range(sites))
-    return [
-        sys.executable, "-m", "nvflare.private.fed.app.simulator.simulator", str(job_dir),
-        "-w", str(workspace), "-c", clients, "-t", str(sites),
-    ]
+    """The local target's simulator command (NVFlare's simulator, start-up polls shortened) for sites site-1..N."""
+    return launcher_command(job_dir, workspace, [f"site-{i + 1}" for i in range(sites)])
 
 
 def simulate(job_dir: Path, workspace: Path, sites: int = 2) -> float:

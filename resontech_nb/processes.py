@@ -54,7 +54,10 @@ def stop_process_group(pid: int, create_time: float | None = None, grace: float 
         pass
     _, alive = psutil.wait_procs(members, timeout=grace)
     for proc in alive:
-        terminate(proc, grace=2.0)
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

@@ -36,8 +36,10 @@ def positive(value) -> bool:  # noqa: ANN001 - a JSON value
 def test_round_floor_smoke(tmp_path: Path) -> None:
     results = smoke(tmp_path, "round_floor")
     assert positive(results["floor_ours"]["round_gap_median_s"])
-    assert positive(results["startup"]["to_first_round_s"])
-    assert results["startup"]["before_round_1_s"] < results["startup"]["to_first_round_s"]
+    startup = results["startup"][0]
+    assert positive(startup["to_first_round_s"])
+    assert startup["before_round_1_s"] < startup["to_first_round_s"] < startup["to_finished_s"]
+    assert positive(startup["server_end_to_finished_s"])
     assert positive(results["idle_cpu"]["window_s"]) and results["idle_cpu"]["cpu_s_per_wall_s"] >= 0
 
 

@@ -158,3 +158,24 @@ def test_local_sites_share_the_cores(monkeypatch):
     assert simulator_env(16)["OMP_NUM_THREADS"] == "1"
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert simulator_env(2)["OMP_NUM_THREADS"] == "3"  # the user's own setting stays
+
+
+def test_the_local_simulator_polls_briefly_but_otherwise_keeps_time(monkeypatch):
+    import time
+    import types
+
+    from resontech_nb.targets import simulator
+
+    slept = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    runner = types.ModuleType("runner")
+    runner.time = time
+    simulator.shorten_polls(runner, poll_s=0.05)
+    runner.time.sleep(1.0)
+    runner.time.sleep(0.01)
+    assert slept == [0.05, 0.01]
+    assert runner.time.time() == pytest.approx(time.time(), abs=1.0) and runner.time.monotonic is time.monotonic
+    assert time.sleep == slept.append  # the real module is untouched
+    command = simulator.simulator_command("job", "ws", ["site-1", "site-2"])
+    assert command[1:3] == ["-m", "resontech_nb.targets.simulator"]
+    assert command[3:] == ["job", "-w", "ws", "-c", "site-1,site-2", "-t", "2"]

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -25,13 +24,15 @@ from ..job import ABORTED, FAILED, FINISHED, RUNNING, Job, JobState, jobs_home
 from ..processes import processes_using, stop_process_group, terminate
 from ..records import RoundRecord, parse_lines
 from .base import BuiltJob, Target
+from .simulator import simulator_command
 
 log = logging.getLogger(__name__)
 
 ROUNDS_FILE = "rounds.jsonl"
 STATUS_FILE = "rt_status.json"  # the server's word on how the run ended (jobcode/rt_recorder.py)
 EVALUATION_FILE = "evaluation.json"  # best round and cross-site results (jobcode/rt_evaluation.py)
-HANG_GRACE_S = 15.0  # the server ended the run; a simulator still up after this is stuck on a hung site
+HANG_GRACE_S = 15.0  # the server stopped the run; a simulator still up after this is stuck on a hung site
+SITES_END_S = 1.0  # the server's run ended: the time the sites get for their own end of the run
 SITE_FAILURE = re.compile(r"(?<!of )round (?P<round>\d+) failed on (?P<site>[\w.-]+): (?P<message>.*)")
 MODEL_FILES = {"final": "global_model.pt", "best": "best_model.pt"}
 _CHILDREN: dict[str, subprocess.Popen] = {}  # reaped by this process when it started them
@@ -73,18 +74,7 @@ class LocalTarget(Target):
         shutil.copytree(built.job_dir, job_folder)
         workspace = state_dir / "workspace"
         sites = sorted(built.shards)
-        command = [
-            sys.executable,
-            "-m",
-            "nvflare.private.fed.app.simulator.simulator",
-            str(job_folder),
-            "-w",
-            str(workspace),
-            "-c",
-            ",".join(sites),
-            "-t",
-            str(len(sites)),
-        ]
+        command = simulator_command(job_folder, workspace, sites)
         env = simulator_env(len(sites))
         with open(state_dir / "simulator.log", "wb") as log_file:
             try:
@@ -155,11 +145,14 @@ class LocalJob(Job):
             return JobState(state["status"], state.get("error"), state.get("note"))
         server = self._server_status()
         if _process_alive(self.id, state):
-            if not server or time.time() - float(server.get("at") or 0) < HANG_GRACE_S:
+            since = time.time() - float(server.get("at") or 0)
+            if not server or since < (SITES_END_S if server.get("ended") else HANG_GRACE_S):
                 return JobState(RUNNING)
-            # The server's run is over, yet the simulator is still up: a site hangs in fl_train_model.
-            log.warning("job %s: the server ended the run but the simulator is still up; stopping it", self.id)
-            self._stop_processes(state)
+            if not server.get("ended"):  # the server stopped the run, yet the simulator is still up: a hung site
+                log.warning("job %s: the server stopped the run but the simulator is still up; stopping it", self.id)
+            # After the server's end the simulator only winds down (fixed waits of 3-5 s in NVFlare, and 2 s
+            # more to take a SIGTERM): the results are all written, so the job ends now.
+            self._stop_processes(state, grace=0.5 if server.get("ended") else 10.0)
         final = self._final_state(server)
         state.update(status=final.status, error=final.error, note=final.note, ended_at=time.time())
         _write_state(self.state_dir, state)
@@ -208,8 +201,8 @@ class LocalJob(Job):
             raise JobNotFoundError(f"job {self.id} finished but its global model is missing under {self.workspace}")
         return torch.load(path, map_location="cpu", weights_only=True)
 
-    def _stop_processes(self, state: dict[str, Any]) -> None:
-        stop_process_group(state["pid"], state.get("create_time"))
+    def _stop_processes(self, state: dict[str, Any], grace: float = 10.0) -> None:
+        stop_process_group(state["pid"], state.get("create_time"), grace=grace)
         for proc in processes_using(self.workspace):
             terminate(proc)
         child = _CHILDREN.pop(self.id, None)
