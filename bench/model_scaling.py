@@ -47,7 +47,9 @@ def run_simulator(job_dir: Path, workspace: Path, sites: int) -> tuple[float, di
         while not done.is_set():
             for p in [root, *root.children(recursive=True)]:
                 try:
-                    role = "site" if "simulator_worker" in " ".join(p.cmdline()) else "server"
+                    command_line = " ".join(p.cmdline())  # NVFlare's site worker, or ours (simulator_site)
+                    is_site = "simulator_worker" in command_line or "simulator_site" in command_line
+                    role = "site" if is_site else "server"
                     peaks[role] = max(peaks[role], p.memory_info().rss)
                 except psutil.Error:
                     pass

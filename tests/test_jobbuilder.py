@@ -179,3 +179,20 @@ def test_the_local_simulator_polls_briefly_but_otherwise_keeps_time(monkeypatch)
     command = simulator.simulator_command("job", "ws", ["site-1", "site-2"])
     assert command[1:3] == ["-m", "resontech_nb.targets.simulator"]
     assert command[3:] == ["job", "-w", "ws", "-c", "site-1,site-2", "-t", "2"]
+
+
+def test_the_local_simulator_starts_its_site_workers_through_the_launcher(monkeypatch):
+    import subprocess
+
+    from resontech_nb.targets import simulator
+
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda args, *rest, **kwargs: started.append((args, kwargs)))
+    workers = simulator.SiteWorkers()
+    worker = ["/py", "-m", "nvflare.private.fed.app.simulator.simulator_worker", "-o", "ws", "--client", "site-1"]
+    workers.Popen(worker, shell=False, env={"A": "1"})
+    workers.Popen(["/py", "-m", "something.else"])
+    assert started[0] == (["/py", "-m", "resontech_nb.targets.simulator_site", *worker[3:]], {"shell": False,
+                                                                                              "env": {"A": "1"}})
+    assert started[1][0] == ["/py", "-m", "something.else"]
+    assert workers.TimeoutExpired is subprocess.TimeoutExpired and workers.PIPE == subprocess.PIPE
