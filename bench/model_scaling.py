@@ -32,6 +32,7 @@ import bench_models  # noqa: E402
 from sim import round_durations, simulator_command, simulator_env  # noqa: E402
 
 from resontech_nb import FederationConfig, TrainingConfig, build_job, capture, make_synthetic_shards  # noqa: E402
+from resontech_nb.targets.simulator import NVFLARE_SITE_WORKER, SITE_WORKER  # noqa: E402
 
 
 def run_simulator(job_dir: Path, workspace: Path, sites: int) -> tuple[float, dict[str, int]]:
@@ -47,8 +48,8 @@ def run_simulator(job_dir: Path, workspace: Path, sites: int) -> tuple[float, di
         while not done.is_set():
             for p in [root, *root.children(recursive=True)]:
                 try:
-                    command_line = " ".join(p.cmdline())  # NVFlare's site worker, or ours (simulator_site)
-                    is_site = "simulator_worker" in command_line or "simulator_site" in command_line
+                    command_line = " ".join(p.cmdline())  # NVFlare's site worker, or ours
+                    is_site = NVFLARE_SITE_WORKER in command_line or SITE_WORKER in command_line
                     role = "site" if is_site else "server"
                     peaks[role] = max(peaks[role], p.memory_info().rss)
                 except psutil.Error:

@@ -197,7 +197,7 @@ class PocDeployment:
 
     def wait_until_ready(self, timeout: float | None = None) -> None:
         """Wait until the server answers the admin API and lists every client as connected."""
-        from .targets.nvflare import open_session
+        from .targets.nvflare_admin import open_session
 
         deadline = time.monotonic() + (self.start_timeout if timeout is None else timeout)
         last = "the server did not answer"

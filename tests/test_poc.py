@@ -31,7 +31,8 @@ from resontech_nb.processes import processes_using
 from resontech_nb.shards import validate_shards
 from resontech_nb.targets.base import BuiltJob
 from resontech_nb.targets.local import LocalTarget
-from resontech_nb.targets.nvflare import NVFlareTarget, map_status
+from resontech_nb.targets.nvflare import NVFlareTarget
+from resontech_nb.targets.nvflare_job import map_status
 
 TRAINING = TrainingConfig(img_size=16)
 
