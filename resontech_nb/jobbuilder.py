@@ -58,6 +58,7 @@ JOBCODE_FILES = (
     "rt_algorithms.py",
     "rt_wire.py",
     "rt_fedopt.py",
+    "rt_aggregator.py",
 )
 INITIAL_WEIGHTS_FILE = "initial_weights.pt"
 EVALUATE_FN = "fl_evaluate_model"

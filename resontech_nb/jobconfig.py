@@ -22,7 +22,7 @@ SAG = "rt_workflow.RTScatterAndGather"  # NVFlare's ScatterAndGather; min_client
 SAG_SCAFFOLD = "rt_workflow.RTScatterAndGatherScaffold"
 FEDOPT_GENERATOR = "rt_fedopt.RTFedOptShareableGenerator"  # NVFlare's PTFedOptModelShareableGenerator
 SCAFFOLD_PARTS = ("_model_weights_", "scaffold_c_diff")  # AppConstants.MODEL_WEIGHTS, AlgorithmConstants
-AGGREGATOR = "nvflare.app_common.aggregators.intime_accumulate_model_aggregator.InTimeAccumulateWeightedAggregator"
+AGGREGATOR = "rt_aggregator.RTWeightedAggregator"  # NVFlare's InTimeAccumulateWeightedAggregator, summing in place
 SHAREABLE_GENERATOR = (
     "nvflare.app_common.shareablegenerators.full_model_shareable_generator.FullModelShareableGenerator"
 )
