@@ -44,6 +44,7 @@ JOBCODE_FILES = (
     "rt_executor.py",
     "rt_checks.py",
     "rt_persistor.py",
+    "rt_files.py",
     "rt_recorder.py",
     "rt_workflow.py",
     "rt_evaluation.py",

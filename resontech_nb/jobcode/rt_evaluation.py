@@ -16,6 +16,7 @@ import os
 import shutil
 from typing import Any
 
+import rt_files
 import torch
 from nvflare.apis.fl_context import FLContext
 from nvflare.app_common.abstract.model import ModelLearnableKey
@@ -69,6 +70,7 @@ class Evaluation:
         self.write()
 
     def finish(self) -> None:
+        rt_files.remove_spare(os.path.join(self.run_dir, MODEL_DIR, BEST_MODEL_FILE))
         if self.select_metric and self.best_round is None:
             seen = ", ".join(sorted(self.metrics_seen)) or "none (no site returned validation metrics)"
             self.error = (
@@ -98,8 +100,8 @@ class Evaluation:
         best = os.path.join(models, BEST_MODEL_FILE)
         current = os.path.join(models, GLOBAL_MODEL_FILE)
         if os.path.isfile(current):  # our persistor saved the current global model with the model's dtypes
-            shutil.copyfile(current, best + ".tmp")
-            os.replace(best + ".tmp", best)
+            with open(current, "rb") as source:
+                rt_files.write_swapped(best, lambda fh: shutil.copyfileobj(source, fh, 16 << 20))
             return True
         learnable = fl_ctx.get_prop(AppConstants.GLOBAL_MODEL)
         if not learnable:

@@ -10,9 +10,15 @@ import os
 
 import numpy as np
 import torch
+from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_context import FLContext
 from nvflare.app_common.abstract.model import ModelLearnable, ModelLearnableKey, make_model_learnable
 from nvflare.app_common.abstract.model_persistor import ModelPersistor
+
+if __package__:  # the notebook side, where a user may subclass it: resontech_nb.jobcode.rt_persistor
+    from . import rt_files
+else:  # a job's custom/ folder, where every rt_* module is top-level
+    import rt_files
 
 GLOBAL_MODEL_FILE = "global_model.pt"
 
@@ -74,7 +80,10 @@ class RTModelPersistor(ModelPersistor):
             state[key] = tensor
         path = self._model_path(fl_ctx)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + ".tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        rt_files.write_swapped(path, lambda fh: torch.save(state, fh))  # a reader never sees half a model
         self.log_info(fl_ctx, f"saved global model to {path}")
+
+    def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
+        super().handle_event(event_type, fl_ctx)
+        if event_type == EventType.END_RUN:
+            rt_files.remove_spare(self._model_path(fl_ctx))
