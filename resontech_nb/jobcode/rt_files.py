@@ -47,7 +47,7 @@ def remove_spare(path: str) -> None:
 def _exchange(first: str, second: str) -> bool:
     try:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):  # not Linux, or a libc older than 2.28
+    except (AttributeError, OSError, TypeError):  # not Linux (Windows has no CDLL(None)), or a libc before 2.28
         return False
     renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
     renameat2.restype = ctypes.c_int
