@@ -46,7 +46,11 @@ def run_simulator(job_dir: Path, workspace: Path, sites: int) -> tuple[float, di
     def sample() -> None:
         root = psutil.Process(proc.pid)  # the server runs in one of the simulator's own processes
         while not done.is_set():
-            for p in [root, *root.children(recursive=True)]:
+            try:
+                processes = [root, *root.children(recursive=True)]
+            except psutil.Error:  # a child that ended while it was being listed
+                processes = [root]
+            for p in processes:
                 try:
                     command_line = " ".join(p.cmdline())  # NVFlare's site worker, or ours
                     is_site = NVFLARE_SITE_WORKER in command_line or SITE_WORKER in command_line

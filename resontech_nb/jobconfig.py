@@ -26,6 +26,7 @@ AGGREGATOR = "rt_aggregator.RTWeightedAggregator"  # NVFlare's InTimeAccumulateW
 SHAREABLE_GENERATOR = (
     "nvflare.app_common.shareablegenerators.full_model_shareable_generator.FullModelShareableGenerator"
 )
+RAW_WEIGHTS = {"id": "raw_weights", "path": "rt_arrays.RawWeightsFormat", "args": {}}  # on every side: see rt_arrays
 GLOBAL_MODEL_EVAL = "nvflare.app_common.workflows.global_model_eval.GlobalModelEval"
 CROSS_SITE_EVAL = "nvflare.app_common.workflows.cross_site_model_eval.CrossSiteModelEval"
 
@@ -54,6 +55,7 @@ def server_config(
     if federation.algorithm == "scaffold":
         expected_kind = {part: "WEIGHT_DIFF" for part in SCAFFOLD_PARTS}
     components = [
+        RAW_WEIGHTS,
         {"id": "persistor", "path": persistor_path, "args": persistor_args},
         _shareable_generator(federation),
         # Weighted by each result's NUM_STEPS_CURRENT_ROUND, i.e. the sample count fl_train_model returned.
@@ -150,5 +152,5 @@ def client_config(federation: FederationConfig, executor_path: str, executor_arg
         ],
         "task_result_filters": privacy.client_filters(federation.privacy),
         "task_data_filters": [],
-        "components": [],
+        "components": [RAW_WEIGHTS],
     }

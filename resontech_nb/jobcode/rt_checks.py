@@ -12,6 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
+if __package__:  # imported from the package on the notebook side
+    from . import rt_arrays
+else:  # a job's custom/ folder, where every rt_* module is top-level
+    import rt_arrays
+
 
 class TrainingContractError(RuntimeError):
     """fl_train_model or fl_evaluate_model returned something the federation cannot use."""
@@ -34,7 +39,7 @@ def _as_tensor(value: Any) -> torch.Tensor | None:
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, np.ndarray) and value.dtype != object:
-        return torch.from_numpy(value) if value.flags.writeable else torch.as_tensor(value.copy())
+        return rt_arrays.as_tensor(value)  # no copy, also of a read-only array as received
     return None
 
 

@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
+import rt_arrays
 import rt_dataset
 import rt_manifest
 import torch
@@ -46,7 +46,7 @@ def _as_tensors(weights: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         if isinstance(value, torch.Tensor):
             out[key] = value
         else:
-            out[key] = torch.as_tensor(np.asarray(value))
+            out[key] = rt_arrays.as_tensor(value)
     return out
 
 

@@ -93,16 +93,14 @@ class RTTrainExecutor(Executor):
             self._module = importlib.import_module(self.model_module)
         return self._module
 
-    def _model_reference(self) -> dict[str, tuple[tuple[int, ...], Any]]:
-        """Shapes and dtypes of the model's own state_dict, built once (on the meta device when it allows)."""
+    def _model_reference(self, weights: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], Any]]:
+        """Shapes and dtypes of the model's state_dict, from the first task's weights: the server's global model.
+
+        The server built that model from the same class. Building it here, even on the meta device, can take
+        seconds: torch imports its Python kernels (and dynamo) for some ops, e.g. ``nn.Embedding``'s init.
+        """
         if self._reference is None:
-            model_cls = getattr(self._model_def(), self.model_class)
-            try:
-                with torch.device("meta"):
-                    state = model_cls().state_dict()
-            except Exception:  # a model whose __init__ needs real tensors
-                state = model_cls().state_dict()
-            self._reference = rt_checks.reference_of(state)
+            self._reference = rt_checks.reference_of(to_state_dict(weights, {}))
         return self._reference
 
     def _shard_path(self, site: str) -> str:
@@ -176,8 +174,8 @@ class RTTrainExecutor(Executor):
         current_round = shareable.get_header(AppConstants.CURRENT_ROUND)
         meta: dict[str, Any] = {}
         try:
-            reference = self._model_reference()
             global_weights, global_controls = task_weights(shareable)
+            reference = self._model_reference(global_weights)
             incoming = to_state_dict(global_weights, reference)
             payload = self._payload(shareable, fl_ctx)
             self._num_rounds = payload["num_rounds"] or self._num_rounds
@@ -233,7 +231,8 @@ class RTTrainExecutor(Executor):
     def _validate(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
         owner = shareable.get_header(AppConstants.MODEL_OWNER) or "global model"
         try:
-            weights = to_state_dict(from_shareable(shareable).data, self._model_reference())
+            received = from_shareable(shareable).data
+            weights = to_state_dict(received, self._model_reference(received))
             payload = self._payload(shareable, fl_ctx)
             # after training: the final global model (or a site's last local model) is the last round's
             payload["num_rounds"] = payload["num_rounds"] or self._num_rounds

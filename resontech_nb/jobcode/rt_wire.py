@@ -1,5 +1,9 @@
 """What travels between a site and the server: tensors as numpy arrays, the train task, the site's update.
 
+The weights on the way are numpy arrays marked to travel raw (``rt_arrays``): the site's update here, the
+server's train task in ``raw_task`` (called by the workflow just before a task is sent). What arrives
+are read-only numpy arrays over the received bytes, made tensors without a copy.
+
 Shipped in the job's ``custom/`` folder; plain NVFlare + torch, no resontech_nb import. A train task holds
 the global model (WEIGHTS), or under SCAFFOLD a COLLECTION of the model and the global control variates.
 An update is the site's whole model (WEIGHTS), or ``local - global`` (WEIGHT_DIFF) for FedOpt, SCAFFOLD and
@@ -12,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import rt_arrays
 import rt_checks
 import torch
 from nvflare.apis.dxo import DXO, DataKind, from_shareable
@@ -20,7 +25,7 @@ from nvflare.app_common.app_constant import AlgorithmConstants, AppConstants
 
 
 def to_numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Tensors as numpy arrays for NVFlare's wire format; CPU tensors share their memory (no copy)."""
+    """Tensors as numpy arrays marked to travel raw; CPU tensors share their memory (no copy)."""
     out = {}
     for key, value in state_dict.items():
         if isinstance(value, torch.Tensor):
@@ -30,14 +35,14 @@ def to_numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
             out[key] = value.numpy() if value.dtype != torch.bfloat16 else value.float().numpy()
         else:
             out[key] = np.asarray(value)
-    return out
+    return rt_arrays.mark(out)
 
 
 def to_state_dict(weights: Mapping[str, Any], reference: rt_checks.Reference) -> dict[str, torch.Tensor]:
     """Numpy weights from the server as tensors with the model's own dtypes and shapes (no copy when they match)."""
     out = {}
     for key, value in weights.items():
-        tensor = torch.as_tensor(np.asarray(value))
+        tensor = rt_arrays.as_tensor(value)
         if key in reference:
             shape, dtype = reference[key]
             if dtype is not None and tensor.dtype != dtype:
@@ -46,6 +51,22 @@ def to_state_dict(weights: Mapping[str, Any], reference: rt_checks.Reference) ->
                 tensor = tensor.reshape(shape)
         out[key] = tensor
     return out
+
+
+def raw_task(shareable: Shareable) -> None:
+    """Marks a train task's weights (with SCAFFOLD, the model and the controls) to travel raw; views, no copy."""
+    dxo = from_shareable(shareable)
+    if dxo.data_kind == DataKind.COLLECTION:
+        parts = {k: _marked(v) if isinstance(v, DXO) else v for k, v in dxo.data.items()}
+        DXO(DataKind.COLLECTION, parts, dxo.meta).update_shareable(shareable)
+    else:
+        _marked(dxo).update_shareable(shareable)
+
+
+def _marked(dxo: DXO) -> DXO:
+    if dxo.data_kind not in (DataKind.WEIGHTS, DataKind.WEIGHT_DIFF):
+        return dxo
+    return DXO(dxo.data_kind, rt_arrays.mark(dxo.data), dxo.meta)
 
 
 def task_weights(shareable: Shareable) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -72,6 +93,6 @@ def update_dxo(
     update = DXO(data_kind=DataKind.WEIGHT_DIFF, data=to_numpy(difference), meta=dict(meta))
     if control_delta is None:
         return update
-    controls = DXO(data_kind=DataKind.WEIGHT_DIFF, data=control_delta, meta=dict(meta))
+    controls = DXO(data_kind=DataKind.WEIGHT_DIFF, data=rt_arrays.mark(control_delta), meta=dict(meta))
     parts = {AppConstants.MODEL_WEIGHTS: update, AlgorithmConstants.SCAFFOLD_CTRL_DIFF: controls}
     return DXO(data_kind=DataKind.COLLECTION, data=parts, meta=meta)

@@ -13,7 +13,10 @@ NVFlare's server clean-up every ``memory_gc_rounds`` is configurable in both (th
 default: see FederationConfig). ``RTScatterAndGatherScaffold`` is the same for NVFlare's SCAFFOLD
 workflow (``ScatterAndGatherScaffold``, which sends the global control variates with the model and adds
 the mean of the sites' control deltas).
-Shipped in the job's ``custom/`` folder; plain NVFlare.
+
+Just before a train task goes out, its weights are marked to travel as raw bytes (``rt_wire.raw_task``,
+``rt_arrays``), which also spares NVFlare's deep copy of a broadcast task's data.
+Shipped in the job's ``custom/`` folder; plain NVFlare + torch.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.apis.impl.bcast_manager import _KEY_MIN_RESPS
 from nvflare.app_common.workflows.scatter_and_gather import ScatterAndGather
 from nvflare.app_common.workflows.scatter_and_gather_scaffold import ScatterAndGatherScaffold
+from rt_wire import raw_task
 
 
 class GoodAnswers:
-    """Mixed in before a ScatterAndGather: min_clients counts good answers; task_check_period applies."""
+    """Mixed in before a ScatterAndGather: min_clients counts good answers; task_check_period applies; raw weights."""
 
     def set_communicator(self, communicator) -> None:  # noqa: ANN001 - NVFlare's WFCommSpec
         super().set_communicator(communicator)
@@ -42,6 +46,10 @@ class GoodAnswers:
             targets = client_task.task.targets or [c.name for c in self._engine.get_clients()]
             props[_KEY_MIN_RESPS] = min(int(props[_KEY_MIN_RESPS]) + 1, len(targets))
         super()._process_train_result(client_task, fl_ctx)
+
+    def _prepare_train_task_data(self, client_task: ClientTask, fl_ctx: FLContext) -> None:
+        raw_task(client_task.task.data)  # before NVFlare's snapshot of a broadcast task's data
+        super()._prepare_train_task_data(client_task, fl_ctx)
 
 
 class RTScatterAndGather(GoodAnswers, ScatterAndGather):

@@ -1,0 +1,132 @@
+"""Weights as raw bytes on the wire (jobcode/rt_arrays.py, rt_wire.raw_task), through NVFlare's own pieces.
+
+The download itself runs in every simulator and POC test; here: what the pieces carry, NVFlare's chunking
+of them (``CacheableObject.produce``), msgpack as the messages pack them, and the marking of a task.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+
+import msgpack
+import numpy as np
+import pytest
+from nvflare.apis.dxo import DXO, DataKind, from_shareable
+from nvflare.app_common.app_constant import AlgorithmConstants, AppConstants
+from nvflare.fuel.utils import fobs
+
+from resontech_nb.jobbuilder import JOBCODE_DIR
+
+if str(JOBCODE_DIR) not in sys.path:  # as in a job's custom/ folder: rt_wire imports its siblings top-level
+    sys.path.insert(0, str(JOBCODE_DIR))
+import rt_arrays  # noqa: E402
+import rt_wire  # noqa: E402
+
+
+def weights() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    strided = rng.normal(size=(6, 4)).astype(np.float32)[:, ::2]  # not contiguous
+    return {
+        "fc.weight": rng.normal(size=(300, 70)).astype(np.float32),
+        "fc.bias": rng.normal(size=(70,)).astype(np.float64),
+        "half": rng.normal(size=(5, 3)).astype(np.float16),
+        "strided": strided,
+        "bn.num_batches_tracked": np.asarray(7, dtype=np.int64),
+        "mask": np.array([True, False, True]),
+        "empty": np.zeros((0, 3), dtype=np.float32),
+        "complex": np.array([1 + 2j, 3 - 1j], dtype=np.complex64),
+    }
+
+
+def download(arrays: dict, chunk: int) -> tuple[dict, int]:
+    """Every reply NVFlare's producer makes, packed and unpacked as msgpack, into the consumer; and the replies."""
+    source = rt_arrays.RawArrays(arrays, chunk)
+    source.num_receivers = 1
+    consumer = rt_arrays.RawArrayConsumer()
+    state, replies = {}, 0
+    while True:
+        rc, data, state = source.produce(state, "site-1")
+        if data is None:
+            break
+        replies += 1
+        consumer.consume("ref", state, msgpack.unpackb(msgpack.packb(data)))
+    consumer.download_completed("ref")
+    assert consumer.error is None
+    return consumer.result, replies
+
+
+@pytest.mark.parametrize("chunk", [64, 4096, 1 << 24])
+def test_arrays_arrive_equal_in_dtype_shape_and_bits_in_pieces_of_any_size(chunk):
+    sent = weights()
+    received, replies = download(rt_arrays.mark(sent), chunk)
+    assert received.keys() == sent.keys()
+    for key, value in sent.items():
+        np.testing.assert_array_equal(received[key], value, strict=True)
+        assert type(received[key]) is np.ndarray and not received[key].flags.writeable
+    assert replies == 1 if chunk == 1 << 24 else replies > 2
+
+
+def test_a_short_or_corrupt_download_fails_loudly():
+    arrays = rt_arrays.mark(weights())
+    source = rt_arrays.RawArrays(arrays, 1 << 24)
+    items = [source.produce_item(i) for i in range(source.get_item_count())]
+
+    consumer = rt_arrays.RawArrayConsumer()
+    consumer.consume_items([bytes(item) for item in items[:-1]], None)
+    consumer.download_completed("ref")
+    assert consumer.error and consumer.result is None  # ended one array early
+
+    with pytest.raises(ValueError, match="bytes received"):
+        rt_arrays.RawArrayConsumer().consume_items([items[0], bytes(items[1])[:-4]], None)
+    with pytest.raises(ValueError, match="more arrays"):
+        rt_arrays.RawArrayConsumer().consume_items([*items, items[1]], None)
+
+
+def test_marking_is_a_read_only_view_that_deep_copies_as_itself():
+    original = weights()
+    marked = rt_arrays.mark({**original, "names": np.array(["a", 1], dtype=object), "lr": 0.1})
+    array = marked["fc.weight"]
+    assert isinstance(array, rt_arrays.WireArray) and np.shares_memory(array, original["fc.weight"])
+    assert not array.flags.writeable and original["fc.weight"].flags.writeable
+    assert copy.deepcopy(marked)["fc.weight"] is array  # NVFlare's snapshot of a broadcast task: no 2nd model
+    assert type(marked["names"]) is np.ndarray and marked["lr"] == 0.1  # left to NVFlare's own way
+
+
+def test_in_a_message_without_a_cell_a_marked_array_travels_as_nvflares_npy():
+    marked = rt_arrays.mark(weights())
+    back = fobs.loads(fobs.dumps(marked))
+    for key, value in weights().items():
+        np.testing.assert_array_equal(back[key], value, strict=True)
+
+
+def test_as_tensor_shares_memory_of_read_only_and_0_d_arrays_without_a_warning(recwarn):
+    received, _ = download(rt_arrays.mark(weights()), 1 << 24)
+    tensor = rt_arrays.as_tensor(received["fc.weight"])
+    assert tensor.data_ptr() == received["fc.weight"].ctypes.data
+    assert rt_arrays.as_tensor(received["bn.num_batches_tracked"]).shape == ()
+    assert not [w for w in recwarn if "not writable" in str(w.message)]
+
+
+def test_a_train_task_is_marked_also_inside_scaffolds_collection():
+    model, controls = weights(), {"fc.weight": np.ones((300, 70), dtype=np.float32)}
+    task = DXO(DataKind.WEIGHTS, model, {"m": 1}).to_shareable()
+    task.set_header(AppConstants.CURRENT_ROUND, 3)
+    rt_wire.raw_task(task)
+    dxo = from_shareable(task)
+    assert isinstance(dxo.data["fc.weight"], rt_arrays.WireArray) and dxo.meta == {"m": 1}
+    assert task.get_header(AppConstants.CURRENT_ROUND) == 3
+    assert type(model["fc.weight"]) is np.ndarray  # the global model itself is not changed
+
+    parts = {
+        AppConstants.MODEL_WEIGHTS: DXO(DataKind.WEIGHTS, model),
+        AlgorithmConstants.SCAFFOLD_CTRL_GLOBAL: DXO(DataKind.WEIGHT_DIFF, controls),
+    }
+    task = DXO(DataKind.COLLECTION, parts).to_shareable()
+    rt_wire.raw_task(task)
+    for part in from_shareable(task).data.values():
+        assert isinstance(part.data["fc.weight"], rt_arrays.WireArray)
+
+    metrics = DXO(DataKind.METRICS, {"acc": 0.5}).to_shareable()
+    rt_wire.raw_task(metrics)
+    assert from_shareable(metrics).data == {"acc": 0.5}
