@@ -60,11 +60,16 @@ def mark(weights: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def as_tensor(array: Any) -> torch.Tensor:
-    """A tensor over a numpy array's memory (no copy), also for a read-only one as received: it is only read."""
+    """A tensor over a numpy array's memory (no copy), also over a read-only one as received.
+
+    torch warns that writing to a tensor over read-only memory is undefined. The received bytes belong to
+    their array alone (nothing else reads them, nothing hashes them), so an in-place op of a user's
+    training code on such a tensor changes only that tensor.
+    """
     array = np.asarray(array, order="C")  # not ascontiguousarray, which makes a 0-d array 1-d
     if array.flags.writeable:
         return torch.from_numpy(array)
-    with warnings.catch_warnings():  # torch warns that writing to the tensor would be undefined: nothing does
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(array)
 

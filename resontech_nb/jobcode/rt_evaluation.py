@@ -23,9 +23,6 @@ from nvflare.app_common.abstract.model import ModelLearnableKey
 from nvflare.app_common.app_constant import AppConstants
 
 EVALUATION_FILE = "evaluation.json"
-MODEL_DIR = "models"
-GLOBAL_MODEL_FILE = "global_model.pt"
-BEST_MODEL_FILE = "best_model.pt"
 SERVER_MODEL_PREFIX = "SRV_"
 GLOBAL_MODEL_NAME = "global"
 
@@ -70,7 +67,7 @@ class Evaluation:
         self.write()
 
     def finish(self) -> None:
-        rt_files.remove_spare(os.path.join(self.run_dir, MODEL_DIR, BEST_MODEL_FILE))
+        rt_files.remove_spare(os.path.join(self.run_dir, rt_files.MODEL_DIR, rt_files.BEST_MODEL_FILE))
         if self.select_metric and self.best_round is None:
             seen = ", ".join(sorted(self.metrics_seen)) or "none (no site returned validation metrics)"
             self.error = (
@@ -95,10 +92,10 @@ class Evaluation:
         os.replace(tmp, path)
 
     def _save_best(self, fl_ctx: FLContext) -> bool:
-        models = os.path.join(self.run_dir, MODEL_DIR)
+        models = os.path.join(self.run_dir, rt_files.MODEL_DIR)
         os.makedirs(models, exist_ok=True)
-        best = os.path.join(models, BEST_MODEL_FILE)
-        current = os.path.join(models, GLOBAL_MODEL_FILE)
+        best = os.path.join(models, rt_files.BEST_MODEL_FILE)
+        current = os.path.join(models, rt_files.GLOBAL_MODEL_FILE)
         if os.path.isfile(current):  # our persistor saved the current global model with the model's dtypes
             with open(current, "rb") as source:
                 rt_files.write_swapped(best, lambda fh: shutil.copyfileobj(source, fh, 16 << 20))
@@ -107,6 +104,6 @@ class Evaluation:
         if not learnable:
             return False
         weights = learnable.get(ModelLearnableKey.WEIGHTS) or {}
-        torch.save({k: torch.as_tensor(v) for k, v in weights.items()}, best + ".tmp")
-        os.replace(best + ".tmp", best)
+        state = {k: torch.as_tensor(v) for k, v in weights.items()}  # a persistor of the user's own: no file of ours
+        rt_files.write_swapped(best, lambda fh: torch.save(state, fh))
         return True

@@ -17,6 +17,10 @@ import os
 from collections.abc import Callable
 from typing import BinaryIO
 
+MODEL_DIR = "models"  # under the server's run folder: the files a job's results carry back
+GLOBAL_MODEL_FILE = "global_model.pt"  # the current global model (rt_persistor), the final one at the end
+BEST_MODEL_FILE = "best_model.pt"  # the best global model by the validation metric (rt_evaluation)
+
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 

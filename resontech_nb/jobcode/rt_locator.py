@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+import rt_files
 import torch
 from nvflare.apis.dxo import DXO, DataKind
 from nvflare.apis.fl_context import FLContext
@@ -16,7 +17,6 @@ from nvflare.app_common.abstract.model_locator import ModelLocator
 from nvflare.app_common.app_constant import AppConstants
 
 GLOBAL_MODEL_NAME = "FL_global_model"
-GLOBAL_MODEL_FILE = os.path.join("models", "global_model.pt")
 
 
 class RTModelLocator(ModelLocator):
@@ -27,7 +27,7 @@ class RTModelLocator(ModelLocator):
         if model_name != GLOBAL_MODEL_NAME:
             return None
         run_dir = fl_ctx.get_engine().get_workspace().get_run_dir(fl_ctx.get_job_id())
-        path = os.path.join(run_dir, GLOBAL_MODEL_FILE)
+        path = os.path.join(run_dir, rt_files.MODEL_DIR, rt_files.GLOBAL_MODEL_FILE)
         if os.path.isfile(path):
             state = torch.load(path, map_location="cpu", weights_only=True)
             return DXO(data_kind=DataKind.WEIGHTS, data={k: v.numpy() for k, v in state.items()})

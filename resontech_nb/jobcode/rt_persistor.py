@@ -20,8 +20,6 @@ if __package__:  # the notebook side, where a user may subclass it: resontech_nb
 else:  # a job's custom/ folder, where every rt_* module is top-level
     import rt_files
 
-GLOBAL_MODEL_FILE = "global_model.pt"
-
 
 class RTModelPersistor(ModelPersistor):
     """Builds the model from ``model_def`` and saves each new global model under ``<run dir>/models``."""
@@ -31,7 +29,7 @@ class RTModelPersistor(ModelPersistor):
         model_module: str = "model_def",
         model_class: str = "Net",
         initial_weights: str = "",
-        model_dir: str = "models",
+        model_dir: str = rt_files.MODEL_DIR,
     ) -> None:
         super().__init__()
         self.model_module = model_module
@@ -54,7 +52,7 @@ class RTModelPersistor(ModelPersistor):
     def _model_path(self, fl_ctx: FLContext) -> str:
         workspace = fl_ctx.get_engine().get_workspace()
         run_dir = workspace.get_run_dir(fl_ctx.get_job_id())
-        return os.path.join(run_dir, self.model_dir, GLOBAL_MODEL_FILE)
+        return os.path.join(run_dir, self.model_dir, rt_files.GLOBAL_MODEL_FILE)
 
     def load_model(self, fl_ctx: FLContext) -> ModelLearnable:
         model = self._model()

@@ -21,6 +21,7 @@ import psutil
 
 from ..errors import JobNotFoundError, SubmitError
 from ..job import ABORTED, FAILED, FINISHED, RUNNING, Job, JobState, jobs_home
+from ..jobcode import rt_files
 from ..processes import processes_using, stop_process_group, terminate
 from ..records import RoundRecord, parse_lines
 from .base import BuiltJob, Target
@@ -34,7 +35,7 @@ EVALUATION_FILE = "evaluation.json"  # best round and cross-site results (jobcod
 HANG_GRACE_S = 15.0  # the server stopped the run; a simulator still up after this is stuck on a hung site
 SITES_END_S = 1.0  # the server's run ended: the time the sites get for their own end of the run
 SITE_FAILURE = re.compile(r"(?<!of )round (?P<round>\d+) failed on (?P<site>[\w.-]+): (?P<message>.*)")
-MODEL_FILES = {"final": "global_model.pt", "best": "best_model.pt"}
+MODEL_FILES = {"final": rt_files.GLOBAL_MODEL_FILE, "best": rt_files.BEST_MODEL_FILE}
 _CHILDREN: dict[str, subprocess.Popen] = {}  # reaped by this process when it started them
 
 
@@ -137,7 +138,7 @@ class LocalJob(Job):
     @property
     def model_path(self) -> Path | None:
         """The global model file the server saved, once it exists."""
-        return self._find("models/" + MODEL_FILES["final"])
+        return self._find(f"{rt_files.MODEL_DIR}/{MODEL_FILES['final']}")
 
     def _poll(self) -> JobState:
         state = _read_state(self.state_dir)
@@ -192,7 +193,7 @@ class LocalJob(Job):
     def _fetch_result(self, which: str = "final") -> dict[str, Any]:
         import torch
 
-        path = self._find("models/" + MODEL_FILES[which])
+        path = self._find(f"{rt_files.MODEL_DIR}/{MODEL_FILES[which]}")
         if path is None and which == "best":
             raise JobNotFoundError(
                 f"job {self.id} kept no best model: set FederationConfig.select_metric to a validation metric"

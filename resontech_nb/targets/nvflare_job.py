@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import DeploymentUnreachableError, JobNotFoundError, NVFlareError, ResonTechError
 from ..job import ABORTED, FAILED, FINAL_STATES, FINISHED, RUNNING, SUBMITTED, Job, JobState
+from ..jobcode import rt_files
 from ..records import RoundRecord, parse_lines
 from .nvflare_admin import AdminLink
 
@@ -27,8 +28,8 @@ log = logging.getLogger(__name__)
 
 ROUNDS_FILE = "rounds.jsonl"
 REMOTE_ROUNDS_FILE = "rounds.jsonl.txt"  # a name the admin API's `cat` accepts
-MODEL_FILE = "models/global_model.pt"
-MODEL_FILES = {"final": MODEL_FILE, "best": "models/best_model.pt"}
+MODEL_FILE = f"{rt_files.MODEL_DIR}/{rt_files.GLOBAL_MODEL_FILE}"
+MODEL_FILES = {"final": MODEL_FILE, "best": f"{rt_files.MODEL_DIR}/{rt_files.BEST_MODEL_FILE}"}
 STATUS_FILE = "rt_status.json"  # the server's word on how the run ended (jobcode/rt_recorder.py)
 EVALUATION_FILE = "evaluation.json"  # best round and cross-site results (jobcode/rt_evaluation.py)
 HANG_GRACE_S = 20.0  # after the run ended, how long NVFlare may keep reporting RUNNING
