@@ -57,6 +57,7 @@ JOBCODE_FILES = (
     "rt_dataset.py",
     "rt_default_train.py",
     "rt_algorithms.py",
+    "rt_tensors.py",
     "rt_arrays.py",
     "rt_wire.py",
     "rt_fedopt.py",

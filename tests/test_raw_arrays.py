@@ -21,6 +21,7 @@ from resontech_nb.jobbuilder import JOBCODE_DIR
 if str(JOBCODE_DIR) not in sys.path:  # as in a job's custom/ folder: rt_wire imports its siblings top-level
     sys.path.insert(0, str(JOBCODE_DIR))
 import rt_arrays  # noqa: E402
+import rt_tensors  # noqa: E402
 import rt_wire  # noqa: E402
 
 
@@ -102,9 +103,9 @@ def test_in_a_message_without_a_cell_a_marked_array_travels_as_nvflares_npy():
 
 def test_as_tensor_shares_memory_of_read_only_and_0_d_arrays_without_a_warning(recwarn):
     received, _ = download(rt_arrays.mark(weights()), 1 << 24)
-    tensor = rt_arrays.as_tensor(received["fc.weight"])
+    tensor = rt_tensors.as_tensor(received["fc.weight"])
     assert tensor.data_ptr() == received["fc.weight"].ctypes.data
-    assert rt_arrays.as_tensor(received["bn.num_batches_tracked"]).shape == ()
+    assert rt_tensors.as_tensor(received["bn.num_batches_tracked"]).shape == ()
     assert not [w for w in recwarn if "not writable" in str(w.message)]
 
 

@@ -23,9 +23,9 @@ from nvflare.app_common.aggregators.intime_accumulate_model_aggregator import In
 from nvflare.app_common.aggregators.weighted_aggregation_helper import WeightedAggregationHelper
 
 if __package__:  # imported from the package on the notebook side
-    from . import rt_arrays
+    from . import rt_tensors
 else:  # a job's custom/ folder, where every rt_* module is top-level
-    import rt_arrays
+    import rt_tensors
 
 IN_PLACE_DTYPES = (np.float32, np.float64)
 
@@ -58,7 +58,7 @@ class InPlaceWeightedSum(WeightedAggregationHelper):
         """``value * weight`` as numpy rounds it; a float32/float64 product lands in the scratch buffer."""
         if not (isinstance(value, np.ndarray) and value.dtype.type in IN_PLACE_DTYPES and value.ndim):
             return value * weight if weight is not None else value
-        source = rt_arrays.as_tensor(value)  # read only: updates arrive as read-only views of the received bytes
+        source = rt_tensors.as_tensor(value)  # read only: updates arrive as read-only views of the received bytes
         if weight is None:  # the helper clones or adds the update itself, as numpy's path does
             return source
         scratch = self._buffer(source.dtype, source.numel()).view(source.shape)

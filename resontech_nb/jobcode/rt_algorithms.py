@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import rt_arrays
 import rt_checks
+import rt_tensors
 import torch
 
 
@@ -52,7 +52,7 @@ class ScaffoldControls:
     """One site's SCAFFOLD control variates for one round: the global ``c`` and this site's ``c_i``."""
 
     def __init__(self, c_global: Mapping[str, Any], c_local: dict[str, torch.Tensor]) -> None:
-        self.c_global = {k: rt_arrays.as_tensor(v) for k, v in c_global.items()}
+        self.c_global = {k: rt_tensors.as_tensor(v) for k, v in c_global.items()}
         self.c_local = c_local  # kept by the executor from round to round; filled here on first use
         self.steps = 0
         self.lr_sum = 0.0

@@ -6,7 +6,7 @@ CPU per hop, on top of the transport, and a fresh 180 MB in each process. Arrays
 (``WireArray``, a view: no copy) travel through NVFlare's same download service, in the same pieces
 (``np_download_chunk_size``), but each array is its bytes as they lie in memory, described by one header
 item that leads the download. The receiver gets plain, read-only numpy arrays over the received bytes (no
-copy); ``as_tensor`` makes tensors of them without a copy either.
+copy); ``rt_tensors.as_tensor`` makes tensors of them without a copy either.
 
 A marked array is a read-only view of its base, and deep-copying one returns itself: NVFlare deep-copies
 a broadcast task's data to protect it from in-place changes while it is sent, and here the view cannot be
@@ -23,12 +23,10 @@ Shipped in the job's ``custom/`` folder.
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import torch
 from nvflare.apis.fl_component import FLComponent
 from nvflare.app_common.decomposers.numpy_decomposers import NumpyArrayDecomposer
 from nvflare.fuel.f3.cellnet.cell import Cell
@@ -57,21 +55,6 @@ def mark(weights: Mapping[str, Any]) -> dict[str, Any]:
             value.flags.writeable = False
         out[key] = value
     return out
-
-
-def as_tensor(array: Any) -> torch.Tensor:
-    """A tensor over a numpy array's memory (no copy), also over a read-only one as received.
-
-    torch warns that writing to a tensor over read-only memory is undefined. The received bytes belong to
-    their array alone (nothing else reads them, nothing hashes them), so an in-place op of a user's
-    training code on such a tensor changes only that tensor.
-    """
-    array = np.asarray(array, order="C")  # not ascontiguousarray, which makes a 0-d array 1-d
-    if array.flags.writeable:
-        return torch.from_numpy(array)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(array)
 
 
 class RawArrays(CacheableObject):

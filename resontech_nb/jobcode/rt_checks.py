@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 if __package__:  # imported from the package on the notebook side
-    from . import rt_arrays
+    from . import rt_tensors
 else:  # a job's custom/ folder, where every rt_* module is top-level
-    import rt_arrays
+    import rt_tensors
 
 
 class TrainingContractError(RuntimeError):
@@ -39,7 +39,7 @@ def _as_tensor(value: Any) -> torch.Tensor | None:
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, np.ndarray) and value.dtype != object:
-        return rt_arrays.as_tensor(value)  # no copy, also of a read-only array as received
+        return rt_tensors.as_tensor(value)  # no copy, also of a read-only array as received
     return None
 
 

@@ -18,9 +18,9 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-import rt_arrays
 import rt_dataset
 import rt_manifest
+import rt_tensors
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -46,7 +46,7 @@ def _as_tensors(weights: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         if isinstance(value, torch.Tensor):
             out[key] = value
         else:
-            out[key] = rt_arrays.as_tensor(value)
+            out[key] = rt_tensors.as_tensor(value)
     return out
 
 

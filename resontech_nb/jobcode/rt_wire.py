@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import rt_arrays
 import rt_checks
+import rt_tensors
 import torch
 from nvflare.apis.dxo import DXO, DataKind, from_shareable
 from nvflare.apis.shareable import Shareable
@@ -42,7 +43,7 @@ def to_state_dict(weights: Mapping[str, Any], reference: rt_checks.Reference) ->
     """Numpy weights from the server as tensors with the model's own dtypes and shapes (no copy when they match)."""
     out = {}
     for key, value in weights.items():
-        tensor = rt_arrays.as_tensor(value)
+        tensor = rt_tensors.as_tensor(value)
         if key in reference:
             shape, dtype = reference[key]
             if dtype is not None and tensor.dtype != dtype:
