@@ -84,10 +84,14 @@ def save_load_s(model: torch.nn.Module) -> float:
     return best
 
 
+CHUNK_MB: float | None = None  # --download-chunk-mb: FederationConfig's download_chunk_mb for our job
+
+
 def our_job(tmp: Path, shards: list[Path], rounds: int, tag: str, net: type) -> Path:
     spec = capture(net, bench_models.bench_train)
+    pieces = {} if CHUNK_MB is None else {"download_chunk_mb": CHUNK_MB}
     federation = FederationConfig(
-        num_rounds=rounds, min_clients=len(shards), wait_time_after_min_received=0, job_name="ours"
+        num_rounds=rounds, min_clients=len(shards), wait_time_after_min_received=0, job_name="ours", **pieces
     )
     return build_job(spec, shards, TrainingConfig(img_size=16), federation, out=tmp / f"ours-{tag}-{rounds}")
 
@@ -138,15 +142,20 @@ def main() -> None:
     parser.add_argument("--sites", default="2,4,8,16")
     parser.add_argument("--lo", type=int, default=1)
     parser.add_argument("--hi", type=int, default=4)
+    parser.add_argument("--download-chunk-mb", type=float, default=None, help="our job's piece size (default: ours)")
+    parser.add_argument("--ours-only", action="store_true", help="leave out the hand-written job")
     parser.add_argument("--smoke", action="store_true", help="1 M parameters, 2 sites, for CI")
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results/model_scaling.json")
     args = parser.parse_args()
+    global CHUNK_MB
+    CHUNK_MB = args.download_chunk_mb
+    jobs = ("resontech_nb",) if args.ours_only else BOTH
     if args.out is None and not args.smoke:
         args.out = HERE / "results" / "model_scaling.json"
     sizes = [1] if args.smoke else [int(s) for s in args.sizes.split(",")]
-    site_counts = [] if args.smoke else [int(s) for s in args.sites.split(",")]  # 2 sites at 1 M is by_size
+    site_counts = [] if args.smoke else [int(s) for s in args.sites.split(",") if s]  # 2 sites at 1 M is by_size
     lo, hi = (1, 3) if args.smoke else (args.lo, args.hi)
-    results: dict = {"by_size": {}, "by_sites": {}}
+    results: dict = {"by_size": {}, "by_sites": {}, "download_chunk_mb": CHUNK_MB}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         # a site's resident size with a 260-parameter model: the interpreter, torch and NVFlare
@@ -157,7 +166,7 @@ def main() -> None:
             net = bench_models.scaled_net_module(millions, tmp_path).ScaledNet
             model = net()
             params = sum(p.numel() for p in model.parameters())
-            row = per_round(tmp_path, 2, lo, hi, f"m{millions}", net)
+            row = per_round(tmp_path, 2, lo, hi, f"m{millions}", net, jobs)
             row.update(params=params, model_mb=round(params * 4 / 1e6, 1), save_load_s=round(save_load_s(model), 3))
             row["ours_per_round_over_save_load"] = round(row["resontech_nb"]["per_round_s"] / row["save_load_s"], 1)
             ours = row["resontech_nb"]
@@ -169,7 +178,7 @@ def main() -> None:
             print(f"{millions:>4} M params: {row}")
         small = bench_models.scaled_net_module(1, tmp_path).ScaledNet
         for sites in site_counts:
-            row = per_round(tmp_path, sites, lo, hi, f"s{sites}", small)
+            row = per_round(tmp_path, sites, lo, hi, f"s{sites}", small, jobs)
             results["by_sites"][str(sites)] = row
             print(f"{sites:>4} sites: {row}")
     if args.out is not None:

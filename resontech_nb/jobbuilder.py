@@ -59,6 +59,7 @@ JOBCODE_FILES = (
     "rt_algorithms.py",
     "rt_tensors.py",
     "rt_arrays.py",
+    "rt_pieces.py",
     "rt_wire.py",
     "rt_fedopt.py",
     "rt_aggregator.py",

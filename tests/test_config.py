@@ -35,7 +35,7 @@ def test_defaults_match_the_integration_guide(clean_env):
         "task_request_interval": 0.1,
         "task_check_period": 0.02,
         "memory_gc_rounds": 0,
-        "download_chunk_mb": 32.0,
+        "download_chunk_mb": 16.0,
         "algorithm": "fedavg",
         "fedprox_mu": 0.01,
         "fedopt_optimizer": "sgd",

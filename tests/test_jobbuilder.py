@@ -125,9 +125,9 @@ def test_an_own_executor_cannot_take_an_algorithm(tmp_path, shards):
 def test_the_speed_knobs_reach_nvflare(tmp_path, shards):
     spec = capture(fl_models.DeltaNet, fl_models.delta_train)
     for federation, chunk, gc_rounds, keep in (
-        (FederationConfig(min_clients=2), 32 * 1024 * 1024, 0, False),
+        (FederationConfig(min_clients=2), 16 * 1024 * 1024, 0, False),
         (FederationConfig(min_clients=2, download_chunk_mb=2, memory_gc_rounds=5), 2 * 1024 * 1024, 5, False),
-        (FederationConfig(min_clients=2, algorithm="scaffold", memory_gc_rounds=3), 32 * 1024 * 1024, 3, False),
+        (FederationConfig(min_clients=2, algorithm="scaffold", memory_gc_rounds=3), 16 * 1024 * 1024, 3, False),
     ):
         with warnings.catch_warnings():  # delta_train ignores SCAFFOLD's correction: only the config is read here
             warnings.simplefilter("ignore", AlgorithmWarning)

@@ -16,7 +16,9 @@ Every job process registers the decomposer with FOBS before any message: the job
 ``RawWeightsFormat`` among the components of the server and of every site, so a site with its own executor
 reads the raw weights too (importing the module registers it as well). A process that has not registered
 it refuses the message with "Decomposer ... must be registered" rather than misreading it. Arrays that
-are not plain numbers (object arrays) are left unmarked and take NVFlare's own way.
+are not plain numbers (object arrays) are left unmarked and take NVFlare's own way. The same component
+starts ``rt_pieces`` at the start of the run, so that each piece served or received frees what NVFlare's
+transport kept of the earlier ones.
 Shipped in the job's ``custom/`` folder.
 """
 
@@ -27,13 +29,20 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_component import FLComponent
+from nvflare.apis.fl_context import FLContext
 from nvflare.app_common.decomposers.numpy_decomposers import NumpyArrayDecomposer
 from nvflare.fuel.f3.cellnet.cell import Cell
 from nvflare.fuel.f3.streaming.cacheable import CacheableObject, ItemConsumer
 from nvflare.fuel.f3.streaming.download_service import Downloadable, download_object
 from nvflare.fuel.utils import fobs
 from nvflare.fuel.utils.fobs.datum import DatumManager
+
+if __package__:  # imported from the package on the notebook side (tests)
+    from . import rt_pieces
+else:
+    import rt_pieces
 
 RAW_DOWNLOAD_DOT = 101  # NVFlare's own DOTs are 1-6 (nvflare.fuel.utils.fobs.dots)
 RAW_KINDS = frozenset("biufc")  # bool, signed and unsigned integers, floats, complex
@@ -68,6 +77,10 @@ class RawArrays(CacheableObject):
     def get_item_count(self) -> int:
         return len(self.keys) + 1
 
+    def produce(self, state: dict, requester: str) -> tuple[str, Any, dict]:
+        rt_pieces.piece_done()  # the previous piece has reached the receiver, who asks for the next
+        return super().produce(state, requester)
+
     def get_item_size(self, index: int) -> int | None:
         if index == 0:
             return len(self.header)
@@ -90,6 +103,7 @@ class RawArrayConsumer(ItemConsumer):
         self._next = 0
 
     def consume_items(self, items: list[Any], result: Any) -> Any:
+        rt_pieces.piece_done()
         result = {} if result is None else result
         for item in items:
             if self._expected is None:
@@ -160,11 +174,15 @@ def register() -> None:
 
 
 class RawWeightsFormat(FLComponent):
-    """A job component that registers the raw format in its process when the job's app is loaded."""
+    """A job component: registers the raw format when the job's app is loaded, starts ``rt_pieces`` with the run."""
 
     def __init__(self) -> None:
         super().__init__()
         register()
+
+    def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
+        if event_type == EventType.START_RUN:
+            rt_pieces.freeze_startup_objects()
 
 
 register()

@@ -33,7 +33,7 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable, make_reply
 from nvflare.apis.signal import Signal
 from nvflare.app_common.app_constant import AppConstants
-from rt_wire import task_weights, to_numpy, to_state_dict, update_dxo
+from rt_wire import release_task_weights, task_weights, to_numpy, to_state_dict, update_dxo
 
 ERROR_HEADER = "rt_error"
 EVALUATE_FN = "fl_evaluate_model"
@@ -175,6 +175,7 @@ class RTTrainExecutor(Executor):
         meta: dict[str, Any] = {}
         try:
             global_weights, global_controls = task_weights(shareable)
+            release_task_weights(shareable)
             reference = self._model_reference(global_weights)
             incoming = to_state_dict(global_weights, reference)
             payload = self._payload(shareable, fl_ctx)

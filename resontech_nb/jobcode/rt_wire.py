@@ -80,6 +80,16 @@ def task_weights(shareable: Shareable) -> tuple[dict[str, Any], dict[str, Any] |
     return dxo.data, None
 
 
+def release_task_weights(shareable: Shareable) -> None:
+    """Empties a received train task of its weights, once the executor holds them.
+
+    NVFlare keeps the task until the site's update has been sent; without its weights, the global model is
+    freed when the executor is done with it, instead of staying beside the update while that goes out.
+    """
+    dxo = from_shareable(shareable)
+    DXO(dxo.data_kind, {}, dxo.meta).update_shareable(shareable)
+
+
 def update_dxo(
     weights: Mapping[str, torch.Tensor],
     global_weights: Mapping[str, torch.Tensor],

@@ -1,0 +1,54 @@
+"""Pieces of weights freed as soon as they have been sent or received, instead of when Python's collector runs.
+
+NVFlare's streaming leaves every message it sends or receives in a reference cycle (its ``TxTask`` and
+``StreamFuture`` hold each other, and through them the whole packed message). Reference counting never frees
+a cycle; Python's cyclic collector does, but it runs after so many new objects, not bytes, and a transfer of
+weights makes few objects and many bytes. A site sending its 180 MB update held all of its 32 MB pieces at
+once: the packed pieces alone were 239 MB of a 721 MB peak (memray, 45 M-parameter model).
+
+So each process collects after every piece it serves or receives. A full collection of a process with torch
+and NVFlare loaded walks about 200,000 objects (30-50 ms here); what was alive when the job's run started (the
+interpreter, modules, the job's components) is frozen first (``gc.freeze``), after which a collection walks
+only what the run made since: 0.5 ms a piece in a 45 M job. Frozen objects are still freed by reference
+counting; only a cycle among them would stay. Should a collection still be slow (a training function that
+keeps millions of Python objects), pieces skip it, so that collecting never takes more than 1/``BUDGET`` of
+the time.
+
+Shipped in the job's ``custom/`` folder; plain Python.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+
+BUDGET = 20  # collections take at most 1/20 of the wall time between them
+
+_lock = threading.Lock()
+_frozen = False
+_next_collection = 0.0
+
+
+def freeze_startup_objects() -> None:
+    """Collect, then exempt everything alive now from later collections (once per process)."""
+    global _frozen
+    with _lock:
+        if _frozen:
+            return
+        gc.collect()
+        gc.freeze()
+        _frozen = True
+
+
+def piece_done() -> None:
+    """A piece of weights went out or came in: free what the transport left of earlier pieces."""
+    global _next_collection
+    if not _frozen:  # a process whose run has not started: a full collection would walk everything
+        return
+    started = time.monotonic()
+    if started < _next_collection:
+        return
+    gc.collect()
+    took = time.monotonic() - started
+    _next_collection = started + took * BUDGET
