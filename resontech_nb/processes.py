@@ -36,6 +36,21 @@ def terminate(proc: psutil.Process, grace: float = 5.0) -> None:
         pass
 
 
+def stop_all(procs: list[psutil.Process], grace: float = 5.0) -> None:
+    """SIGTERM every one of ``procs`` at once, then SIGKILL those left after ``grace`` seconds."""
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+
+
 def stop_process_group(pid: int, create_time: float | None = None, grace: float = 10.0) -> None:
     """SIGTERM the process group led by ``pid``, then SIGKILL what is left after ``grace`` seconds.
 

@@ -98,3 +98,49 @@ def test_a_training_function_that_breaks_the_contract_fails_the_job_with_the_fix
     assert "failed round 1:" in job.error  # rounds are shown counting from 1
     assert "samples=0" in job.error and "return the real number of training samples" in job.error
     assert processes_using(job.workspace) == []
+
+
+def test_a_site_worker_started_ahead_takes_the_runners_arguments_environment_and_folder(tmp_path):
+    import json
+
+    code = (
+        "import json, os, sys\n"
+        "from resontech_nb.targets.simulator_site import become\n"
+        "old = os.environ['PYTHONPATH']\n"
+        "become(json.loads(sys.argv[1]))\n"
+        "print(json.dumps({'path': sys.path[:2], 'old_gone': old not in sys.path, 'argv': sys.argv[1:],\n"
+        "                  'cwd': os.getcwd(), 'site': os.environ.get('SITE'), 'old': os.environ.get('OLD'),\n"
+        "                  'session': os.getsid(0) == os.getpid()}))\n"
+    )
+    old, custom, cwd = tmp_path / "old", tmp_path / "custom", tmp_path / "server"
+    for folder in (old, custom, cwd):
+        folder.mkdir()
+    arguments = {"argv": ["-o", "ws/site-1", "--client", "site-1"], "cwd": str(cwd),
+                 "env": {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(custom), "SITE": "site-1"}}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(arguments)],
+        capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(old), "OLD": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout)
+    assert seen["path"][:2] == [str(cwd), str(custom)] and seen["old_gone"]  # as if started with the job's path
+    assert seen["argv"] == arguments["argv"] and seen["cwd"] == str(cwd)
+    assert seen["site"] == "site-1" and seen["old"] is None and seen["session"]
+
+
+def test_the_runner_gets_a_worker_started_ahead_or_a_new_one_when_that_one_is_gone(tmp_path):
+    from resontech_nb.targets.simulator import NVFLARE_SITE_WORKER, SITE_WORKER, SiteWorkers
+
+    workers = SiteWorkers()
+    workers.start_ahead(2, str(tmp_path))
+    ahead = list(workers._ahead)
+    assert all(any(str(tmp_path) in part for part in p.args) for p in ahead)  # found when a job is stopped
+    first = workers.Popen([sys.executable, "-m", NVFLARE_SITE_WORKER, "--help"])
+    assert first is ahead[0]
+    assert first.wait(timeout=120) == 0  # it took the arguments: without them it fails on the required ones
+
+    ahead[1].kill()
+    ahead[1].wait()
+    second = workers.Popen([sys.executable, "-m", NVFLARE_SITE_WORKER, "--help"])
+    assert second is not ahead[1] and second.args[2] == SITE_WORKER
+    assert second.wait(timeout=120) == 0

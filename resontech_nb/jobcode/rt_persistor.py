@@ -83,5 +83,5 @@ class RTModelPersistor(ModelPersistor):
 
     def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
         super().handle_event(event_type, fl_ctx)
-        if event_type == EventType.END_RUN:
+        if event_type in (EventType.ABOUT_TO_END_RUN, EventType.END_RUN):  # no model is saved after the workflows
             rt_files.remove_spare(self._model_path(fl_ctx))

@@ -7,7 +7,9 @@ model arrives with round r+1's results (the last one from the final ``validate``
 
 It also guards the round: when fewer than ``min_clients`` answered, the job is stopped with an
 error naming the sites that did not, written to ``<run dir>/rt_status.json`` (with ``ended`` once
-the run is over). Shipped in the job's ``custom/`` folder; plain NVFlare.
+the run is over: when its last workflow has finished, ABOUT_TO_END_RUN, since NVFlare's server may then
+wait seconds more before END_RUN, e.g. 2 s from its start for federated events that a job of ours never
+sends). Shipped in the job's ``custom/`` folder; plain NVFlare.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class RoundRecorder(FLComponent):
         self._validations: dict[int, dict[str, dict[str, Any]]] = {}
         self._evaluation: Evaluation | None = None
         self._error: str | None = None
+        self._ended = False
 
     # -- events --------------------------------------------------------------------
     def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
@@ -88,7 +91,7 @@ class RoundRecorder(FLComponent):
             self._record_validation_task(fl_ctx)
         elif event_type == EventType.FATAL_SYSTEM_ERROR:
             self._record_fatal(fl_ctx)
-        elif event_type == EventType.END_RUN:
+        elif event_type in (EventType.ABOUT_TO_END_RUN, EventType.END_RUN):
             self._end_run(fl_ctx)
 
     def _start_round(self, fl_ctx: FLContext) -> None:
@@ -235,6 +238,9 @@ class RoundRecorder(FLComponent):
         self._write_status(fl_ctx, error=failed[0] if failed else reason)
 
     def _end_run(self, fl_ctx: FLContext) -> None:
+        if self._ended:
+            return
+        self._ended = True
         if self._evaluation is not None:
             last = max(self._records) if self._records else None
             if last is not None and self._records[last].get("validation"):

@@ -22,7 +22,7 @@ import psutil
 from ..errors import JobNotFoundError, SubmitError
 from ..job import ABORTED, FAILED, FINISHED, RUNNING, Job, JobState, jobs_home
 from ..jobcode import rt_files
-from ..processes import processes_using, stop_process_group, terminate
+from ..processes import processes_using, stop_all, stop_process_group
 from ..records import RoundRecord, parse_lines
 from .base import BuiltJob, Target
 from .simulator import simulator_command
@@ -33,7 +33,7 @@ ROUNDS_FILE = "rounds.jsonl"
 STATUS_FILE = "rt_status.json"  # the server's word on how the run ended (jobcode/rt_recorder.py)
 EVALUATION_FILE = "evaluation.json"  # best round and cross-site results (jobcode/rt_evaluation.py)
 HANG_GRACE_S = 15.0  # the server stopped the run; a simulator still up after this is stuck on a hung site
-SITES_END_S = 1.0  # the server's run ended: the time the sites get for their own end of the run
+SITES_END_S = 0.2  # the server's run ended: the time the sites get for their own end of the run
 SITE_FAILURE = re.compile(r"(?<!of )round (?P<round>\d+) failed on (?P<site>[\w.-]+): (?P<message>.*)")
 MODEL_FILES = {"final": rt_files.GLOBAL_MODEL_FILE, "best": rt_files.BEST_MODEL_FILE}
 _CHILDREN: dict[str, subprocess.Popen] = {}  # reaped by this process when it started them
@@ -118,6 +118,7 @@ class LocalJob(Job):
     """A job running (or run) in NVFlare's simulator on this machine."""
 
     target = "local"
+    poll_interval = 0.25  # a look at a few small files: ``wait()`` returns soon after the end
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir)
@@ -153,7 +154,7 @@ class LocalJob(Job):
                 log.warning("job %s: the server stopped the run but the simulator is still up; stopping it", self.id)
             # After the server's end the simulator only winds down (fixed waits of 3-5 s in NVFlare, and 2 s
             # more to take a SIGTERM): the results are all written, so the job ends now.
-            self._stop_processes(state, grace=0.5 if server.get("ended") else 10.0)
+            self._stop_processes(state, grace=0.2 if server.get("ended") else 10.0)
         final = self._final_state(server)
         state.update(status=final.status, error=final.error, note=final.note, ended_at=time.time())
         _write_state(self.state_dir, state)
@@ -204,8 +205,8 @@ class LocalJob(Job):
 
     def _stop_processes(self, state: dict[str, Any], grace: float = 10.0) -> None:
         stop_process_group(state["pid"], state.get("create_time"), grace=grace)
-        for proc in processes_using(self.workspace):
-            terminate(proc)
+        # a site's worker is a session of its own, and the simulator may have started one after the group was listed
+        stop_all(processes_using(self.workspace), grace=min(grace, 5.0))
         child = _CHILDREN.pop(self.id, None)
         if child is not None:
             child.wait(timeout=10)

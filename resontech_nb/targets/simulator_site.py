@@ -2,21 +2,55 @@
 
 The runner (``simulator.py``) starts this in place of ``nvflare.private.fed.app.simulator.simulator_worker``,
 with the same arguments. The worker's fixed 0.5 s wait before it asks again for a task that was not there
-yet, and its wait between tasks, are cut to ``SITE_POLL_S``; it does nothing else differently.
+yet, its wait between tasks, and its client runner's 0.5 s wait before it first syncs with the server are
+cut to ``SITE_POLL_S``; it does nothing else differently.
+
+Started ahead (``--ahead WORKSPACE``), it first imports what a site needs (torch, NVFlare's client), then
+reads one line from stdin: the worker's arguments, environment and working folder, as the runner would have
+started it. Nothing on stdin (the runner ended first) ends it.
 """
 
 from __future__ import annotations
 
-from .simulator import SITE_POLL_S, shorten_polls
+import json
+import os
+import sys
+
+from .simulator import AHEAD_FLAG, SITE_POLL_S, shorten_polls
 
 
 def main() -> None:
+    ahead = sys.argv[1:2] == [AHEAD_FLAG]
+    if ahead:
+        import torch  # noqa: F401 - what every job's site code imports, while the server starts
+
     from nvflare.fuel.f3.mpm import MainProcessMonitor
     from nvflare.private.fed.app.simulator import simulator_worker
+    from nvflare.private.fed.client import client_runner
 
     shorten_polls(simulator_worker, SITE_POLL_S)
+    shorten_polls(client_runner, SITE_POLL_S)
+    if ahead:
+        line = sys.stdin.readline()
+        if not line:
+            return
+        become(json.loads(line))
     args = simulator_worker.parse_arguments()
     MainProcessMonitor.run(main_func=simulator_worker.main, run_dir=args.workspace, args=args)
+
+
+def become(arguments: dict) -> None:
+    """Take on the arguments, environment and working folder the runner gave this site's worker."""
+    os.setsid()  # as the runner starts each worker: a session of its own
+    old_path = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    os.environ.clear()
+    os.environ.update(arguments["env"])
+    new_path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    kept = [p for p in sys.path[1:] if p not in old_path or p in new_path]
+    os.chdir(arguments["cwd"])
+    # as Python would have set it up at start: the working folder, then PYTHONPATH (the job's custom/ folder)
+    sys.path[:] = [os.getcwd(), *new_path, *[p for p in kept if p not in new_path]]
+    sys.argv[1:] = arguments["argv"]
 
 
 if __name__ == "__main__":
