@@ -2,8 +2,9 @@
 
 Both run in NVFlare's simulator with a trivial update (add 0.01 to every weight), so the time is moving
 and averaging the weights. Per round = (T(hi) - T(lo)) / (hi - lo) over whole runs (start-up cancels).
-Peak memory: the largest resident set of any one simulator process (server or a site's worker), sampled
-every 0.1 s. The yardstick: one ``torch.save`` + ``torch.load`` of the model's state_dict.
+Peak memory: the largest resident set of any one simulator process (server or a site's worker, told apart
+by the folder they work in), sampled every 0.1 s. The yardstick: one ``torch.save`` + ``torch.load`` of the
+model's state_dict.
 
     .venv/bin/python bench/model_scaling.py [--sizes 1,11,45,100] [--sites 2,4,8,16] [--smoke] [--out FILE]
 """
@@ -32,7 +33,6 @@ import bench_models  # noqa: E402
 from sim import round_durations, simulator_command, simulator_env  # noqa: E402
 
 from resontech_nb import FederationConfig, TrainingConfig, build_job, capture, make_synthetic_shards  # noqa: E402
-from resontech_nb.targets.simulator import NVFLARE_SITE_WORKER, SITE_WORKER  # noqa: E402
 
 
 def run_simulator(job_dir: Path, workspace: Path, sites: int) -> tuple[float, dict[str, int]]:
@@ -51,10 +51,8 @@ def run_simulator(job_dir: Path, workspace: Path, sites: int) -> tuple[float, di
             except psutil.Error:  # a child that ended while it was being listed
                 processes = [root]
             for p in processes:
-                try:
-                    command_line = " ".join(p.cmdline())  # NVFlare's site worker, or ours
-                    is_site = NVFLARE_SITE_WORKER in command_line or SITE_WORKER in command_line
-                    role = "site" if is_site else "server"
+                try:  # a site's worker (NVFlare's, or ours, forked or started) works in its own folder
+                    role = "site" if Path(p.cwd()).name.startswith("site-") else "server"
                     peaks[role] = max(peaks[role], p.memory_info().rss)
                 except psutil.Error:
                     pass
@@ -111,13 +109,16 @@ def hand_job(tmp: Path, sites: int, rounds: int, tag: str, net: type) -> Path:
 BOTH = ("resontech_nb", "hand_written")
 
 
-def per_round(tmp: Path, sites: int, lo: int, hi: int, tag: str, net: type, jobs: tuple[str, ...] = BOTH) -> dict:
+def per_round(
+    tmp: Path, sites: int, lo: int | None, hi: int, tag: str, net: type, jobs: tuple[str, ...] = BOTH
+) -> dict:
+    """Round gaps of a run of ``hi`` rounds, and with ``lo`` also whole runs of ``lo`` and ``hi`` rounds."""
     shards = make_synthetic_shards(tmp / f"shards-{sites}", n_clients=sites, samples_per_client=[4] * sites,
                                    img_size=8)
     out: dict = {}
     for name in jobs:
         times, peaks = {}, []
-        for rounds in (lo, hi):
+        for rounds in (hi,) if lo is None else (lo, hi):
             if name == "resontech_nb":
                 job = our_job(tmp, shards, rounds, tag, net)
             else:
@@ -128,7 +129,7 @@ def per_round(tmp: Path, sites: int, lo: int, hi: int, tag: str, net: type, jobs
         gaps = round_durations(workspace)  # of the longer run: NVFlare's 1 s start-up steps cancel
         out[name] = {
             "per_round_s": round(statistics.median(gaps), 3) if gaps else None,
-            "whole_runs_per_round_s": round((times[hi] - times[lo]) / (hi - lo), 3),
+            "whole_runs_per_round_s": None if lo is None else round((times[hi] - times[lo]) / (hi - lo), 3),
             "peak_rss_server_mb": round(max(p["server"] for p in peaks) / 1e6, 1),
             "peak_rss_site_mb": round(max(p["site"] for p in peaks) / 1e6, 1),
             "total_s": {k: round(v, 2) for k, v in times.items()},
@@ -154,7 +155,7 @@ def main() -> None:
         args.out = HERE / "results" / "model_scaling.json"
     sizes = [1] if args.smoke else [int(s) for s in args.sizes.split(",")]
     site_counts = [] if args.smoke else [int(s) for s in args.sites.split(",") if s]  # 2 sites at 1 M is by_size
-    lo, hi = (1, 3) if args.smoke else (args.lo, args.hi)
+    lo, hi = (None, 3) if args.smoke else (args.lo, args.hi)  # smoke: one run each, its round gaps
     results: dict = {"by_size": {}, "by_sites": {}, "download_chunk_mb": CHUNK_MB}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)

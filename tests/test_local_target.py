@@ -7,6 +7,7 @@ import sys
 import time
 
 import fl_models
+import psutil
 import pytest
 import torch.nn as nn
 
@@ -100,7 +101,7 @@ def test_a_training_function_that_breaks_the_contract_fails_the_job_with_the_fix
     assert processes_using(job.workspace) == []
 
 
-def test_a_site_worker_started_ahead_takes_the_runners_arguments_environment_and_folder(tmp_path):
+def test_a_forked_site_worker_takes_the_runners_arguments_environment_and_folder(tmp_path):
     import json
 
     code = (
@@ -128,19 +129,37 @@ def test_a_site_worker_started_ahead_takes_the_runners_arguments_environment_and
     assert seen["site"] == "site-1" and seen["old"] is None and seen["session"]
 
 
-def test_the_runner_gets_a_worker_started_ahead_or_a_new_one_when_that_one_is_gone(tmp_path):
-    from resontech_nb.targets.simulator import NVFLARE_SITE_WORKER, SITE_WORKER, SiteWorkers
+SITE_WORKERS_CHECK = """
+import json, os, sys
+from resontech_nb.targets.simulator import NVFLARE_SITE_WORKER, SITE_WORKER, SiteWorkers
 
-    workers = SiteWorkers()
-    workers.start_ahead(2, str(tmp_path))
-    ahead = list(workers._ahead)
-    assert all(any(str(tmp_path) in part for part in p.args) for p in ahead)  # found when a job is stopped
-    first = workers.Popen([sys.executable, "-m", NVFLARE_SITE_WORKER, "--help"])
-    assert first is ahead[0]
-    assert first.wait(timeout=120) == 0  # it took the arguments: without them it fails on the required ones
+HELP = [sys.executable, "-m", NVFLARE_SITE_WORKER, "--help"]  # exit 0 once the arguments are taken: else 2
+workers = SiteWorkers()
+workers.fork_ahead(3)
+ahead = list(workers._ahead)
+out = {"children": all(os.waitpid(w.pid, os.WNOHANG) == (0, 0) for w in ahead)}
+ahead[1].kill()
+ahead[1].wait()
+runs = [workers.Popen(HELP, env=dict(os.environ)) for _ in range(3)]
+out["taken"] = [runs[0] is ahead[0], runs[1] is ahead[2], list(runs[2].args[:3]) == [sys.executable, "-m", SITE_WORKER]]
+out["exits"] = [run.wait(timeout=60) for run in runs]
+unused = SiteWorkers()
+unused.fork_ahead(1)
+out["left_waiting"] = unused._ahead[0].pid  # never handed over: ends with this process
+print(json.dumps(out))
+"""
 
-    ahead[1].kill()
-    ahead[1].wait()
-    second = workers.Popen([sys.executable, "-m", NVFLARE_SITE_WORKER, "--help"])
-    assert second is not ahead[1] and second.args[2] == SITE_WORKER
-    assert second.wait(timeout=120) == 0
+
+def test_the_runner_gets_a_forked_worker_or_a_new_one_and_an_unused_one_ends_with_it():
+    import json
+
+    done = subprocess.run([sys.executable, "-c", SITE_WORKERS_CHECK], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["children"] and out["exits"] == [0, 0, 0], out
+    assert out["taken"] == [True, True, True], out  # forked ones in turn, a dead one skipped, then started anew
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(out["left_waiting"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = psutil.pid_exists(out["left_waiting"]) and psutil.Process(out["left_waiting"]).status() != "zombie"
+    assert not alive

@@ -1,42 +1,33 @@
 """One site of NVFlare's simulator as the local target starts it: NVFlare's site worker, its sleeps made short.
 
-The runner (``simulator.py``) starts this in place of ``nvflare.private.fed.app.simulator.simulator_worker``,
-with the same arguments. The worker's fixed 0.5 s wait before it asks again for a task that was not there
-yet, its wait between tasks, and its client runner's 0.5 s wait before it first syncs with the server are
-cut to ``SITE_POLL_S``; it does nothing else differently.
+The worker's fixed 0.5 s wait before it asks again for a task that was not there yet, its wait between
+tasks, and its client runner's 0.5 s wait before it first syncs with the server are cut to
+``SITE_POLL_S``; it does nothing else differently.
 
-Started ahead (``--ahead WORKSPACE``), it first imports what a site needs (torch, NVFlare's client), then
-reads one line from stdin: the worker's arguments, environment and working folder, as the runner would have
-started it. Nothing on stdin (the runner ended first) ends it.
+Usually a worker is forked ahead from the runner's process (``site_fork``) and takes its arguments,
+environment and working folder from the runner when it would have been started (``become``); otherwise
+the runner starts ``python -m resontech_nb.targets.simulator_site`` with the arguments of NVFlare's
+``simulator_worker``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
-from .simulator import AHEAD_FLAG, SITE_POLL_S, shorten_polls
+from .simulator import SITE_POLL_S, shorten_polls
 
 
-def main() -> None:
-    ahead = sys.argv[1:2] == [AHEAD_FLAG]
-    if ahead:
-        import torch  # noqa: F401 - what every job's site code imports, while the server starts
-
+def run_worker() -> int:
+    """Run NVFlare's site worker on ``sys.argv``, its polls shortened; its exit code."""
     from nvflare.fuel.f3.mpm import MainProcessMonitor
     from nvflare.private.fed.app.simulator import simulator_worker
     from nvflare.private.fed.client import client_runner
 
     shorten_polls(simulator_worker, SITE_POLL_S)
     shorten_polls(client_runner, SITE_POLL_S)
-    if ahead:
-        line = sys.stdin.readline()
-        if not line:
-            return
-        become(json.loads(line))
     args = simulator_worker.parse_arguments()
-    MainProcessMonitor.run(main_func=simulator_worker.main, run_dir=args.workspace, args=args)
+    return MainProcessMonitor.run(main_func=simulator_worker.main, run_dir=args.workspace, args=args) or 0
 
 
 def become(arguments: dict) -> None:
@@ -54,4 +45,4 @@ def become(arguments: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_worker())
