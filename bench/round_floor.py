@@ -48,10 +48,11 @@ NVFLARE_DEFAULTS = {
 }
 
 
-def floor(tmp: Path, shards: list[Path], lo: int, hi: int, **polling: float) -> dict:
+def floor(tmp: Path, shards: list[Path], lo: int | None, hi: int, **polling: float) -> dict:
+    """Round gaps of a run of ``hi`` rounds, and with ``lo`` also whole runs of ``lo`` and ``hi`` rounds."""
     spec = capture(bench_models.BenchNet, bench_models.bench_train)
     times = {}
-    for rounds in (lo, hi):
+    for rounds in (hi,) if lo is None else (lo, hi):
         federation = FederationConfig(
             num_rounds=rounds, min_clients=2, wait_time_after_min_received=0, job_name="floor", **polling
         )
@@ -60,7 +61,7 @@ def floor(tmp: Path, shards: list[Path], lo: int, hi: int, **polling: float) -> 
     gaps = round_durations(tmp / f"ws-{hi}-{len(polling)}")
     return {
         "total_s": times,
-        "per_round_s": round((times[hi] - times[lo]) / (hi - lo), 3),
+        "per_round_s": None if lo is None else round((times[hi] - times[lo]) / (hi - lo), 3),
         # from the server log of the longer run: start-up jitter (NVFlare's 1 s start-up polls) cancels
         "round_gap_median_s": round(statistics.median(gaps), 3),
         "round_gap_mean_s": round(statistics.mean(gaps), 3),
@@ -87,9 +88,9 @@ def startup(shards: list[Path]) -> dict:
     }
 
 
-def idle_cpu(shards: list[Path], sleep_s: float) -> dict:
+def idle_cpu(shards: list[Path], sleep_s: float, rounds: int = 3) -> dict:
     spec = capture(bench_models.BenchNet, bench_models.sleeping_train)
-    federation = FederationConfig(num_rounds=3, min_clients=2, wait_time_after_min_received=0, job_name="idle")
+    federation = FederationConfig(num_rounds=rounds, min_clients=2, wait_time_after_min_received=0, job_name="idle")
     job = submit(spec, shards, training=TrainingConfig(img_size=16), federation=federation)
     while not job.rounds:  # past start-up
         time.sleep(0.05)
@@ -121,7 +122,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.out is None and not args.smoke:
         args.out = HERE / "results" / "round_floor.json"
-    lo, hi = (1, 3) if args.smoke else (args.lo, args.hi)
+    lo, hi = (None, 3) if args.smoke else (args.lo, args.hi)  # smoke: one run, its round gaps
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         shards = make_synthetic_shards(tmp_path / "shards", n_clients=2, samples_per_client=(8, 8), img_size=16)
@@ -129,7 +130,7 @@ def main() -> None:
         if not args.smoke:  # 2 s a round
             results["floor_nvflare_defaults"] = floor(tmp_path, shards, lo, hi, **NVFLARE_DEFAULTS)
         results["startup"] = [startup(shards) for _ in range(1 if args.smoke else 3)]
-        results["idle_cpu"] = idle_cpu(shards, bench_models.SLEEP_S)
+        results["idle_cpu"] = idle_cpu(shards, bench_models.SLEEP_S, rounds=2 if args.smoke else 3)
     for name, value in results.items():
         print(f"{name:22s} {value}")
     if args.out is not None:

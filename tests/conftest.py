@@ -55,7 +55,7 @@ def s3_server(tmp_path_factory):
 
     server = EmbeddedS3(tmp_path_factory.mktemp("seaweedfs"), bucket="session", **S3_TEST_KEYS).start()
     yield server
-    server.stop()
+    server.stop(grace=3.0)  # its data is thrown away: no need to wait out a slow shutdown
 
 
 @pytest.fixture(scope="module")

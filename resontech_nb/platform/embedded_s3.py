@@ -220,12 +220,13 @@ class EmbeddedS3:
         except (client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists):
             pass
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 20.0) -> None:
+        """SIGTERM, so that SeaweedFS flushes its data; SIGKILL after ``grace`` seconds."""
         if self._proc is not None:
             if self._proc.poll() is None:
                 self._proc.terminate()
                 try:
-                    self._proc.wait(timeout=20)
+                    self._proc.wait(timeout=grace)
                 except subprocess.TimeoutExpired:
                     self._proc.kill()
                     self._proc.wait(timeout=10)
