@@ -24,16 +24,7 @@ def processes_using(path: str | Path) -> list[psutil.Process]:
 
 def terminate(proc: psutil.Process, grace: float = 5.0) -> None:
     """SIGTERM, then SIGKILL after ``grace`` seconds; a process already gone is fine."""
-    try:
-        proc.terminate()
-        proc.wait(timeout=grace)
-    except psutil.TimeoutExpired:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    except psutil.Error:
-        pass
+    stop_all([proc], grace)
 
 
 def stop_all(procs: list[psutil.Process], grace: float = 5.0) -> None:
@@ -43,6 +34,11 @@ def stop_all(procs: list[psutil.Process], grace: float = 5.0) -> None:
             proc.terminate()
         except psutil.Error:
             pass
+    _kill_left(procs, grace)
+
+
+def _kill_left(procs: list[psutil.Process], grace: float) -> None:
+    """SIGKILL those of ``procs`` still there after ``grace`` seconds."""
     _, alive = psutil.wait_procs(procs, timeout=grace)
     for proc in alive:
         try:
@@ -67,12 +63,7 @@ def stop_process_group(pid: int, create_time: float | None = None, grace: float 
         os.killpg(pid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
         pass
-    _, alive = psutil.wait_procs(members, timeout=grace)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
+    _kill_left(members, grace)
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
