@@ -3,7 +3,8 @@
 Values come, in rising order of precedence, from the defaults, the user config file
 (``~/.config/resontech_nb/config.toml`` or ``$RESONTECH_NB_CONFIG``), environment
 variables (``RESONTECH_<FIELD>``, e.g. ``RESONTECH_BATCH_SIZE``) and explicit arguments.
-Strings are coerced to the field's type, so the same path serves ``%fl_config`` and env vars.
+Strings are coerced to the field's type, so the same path serves ``%fl_config`` and env vars (the file
+and the coercion: ``config_sources``).
 
 The password is kept out of ``repr``, ``to_dict`` and every saved form.
 """
@@ -17,9 +18,9 @@ import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from .config_sources import coerce, config_file_path, read_config_section
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -29,73 +30,6 @@ DEFAULT_SFTP_KEY = "~/.ssh/id_ed25519"
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 C = TypeVar("C", bound="_Config")
-
-
-def config_file_path() -> Path:
-    """Where the user config file lives (``$RESONTECH_NB_CONFIG`` overrides)."""
-    override = os.environ.get("RESONTECH_NB_CONFIG")
-    if override:
-        return Path(override).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "resontech_nb" / "config.toml"
-
-
-def _read_config_file(section: str) -> dict[str, Any]:
-    path = config_file_path()
-    if not path.is_file():
-        return {}
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}; fix or remove it") from None
-    table = data.get(section, {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"[{section}] in {path} must be a table of key = value lines")
-    return table
-
-
-def _coerce(cls_name: str, name: str, kind: type, value: Any) -> Any:
-    if kind is bool:
-        if isinstance(value, str):
-            lowered = value.strip().lower()
-            if lowered in {"1", "true", "yes", "on"}:
-                return True
-            if lowered in {"0", "false", "no", "off"}:
-                return False
-        elif isinstance(value, bool):
-            return value
-        raise ConfigError(f"{cls_name}.{name} must be true or false, got {value!r}")
-    if kind is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{cls_name}.{name} must be an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{cls_name}.{name} must be an integer, got {value!r}")
-    if kind is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{cls_name}.{name} must be a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{cls_name}.{name} must be a number, got {value!r}")
-    if value is None:
-        return ""
-    return str(value)
 
 
 @dataclass
@@ -108,7 +42,7 @@ class _Config:
         hints = {f.name: f.type for f in fields(self)}
         for f in fields(self):
             kind = {"int": int, "float": float, "str": str, "bool": bool}[str(hints[f.name])]
-            object.__setattr__(self, f.name, _coerce(type(self).__name__, f.name, kind, getattr(self, f.name)))
+            object.__setattr__(self, f.name, coerce(type(self).__name__, f.name, kind, getattr(self, f.name)))
         self.validate()
 
     def validate(self) -> None:  # pragma: no cover - overridden
@@ -127,7 +61,7 @@ class _Config:
         """Defaults, then the user config file, then ``RESONTECH_*`` env vars, then ``overrides``."""
         values: dict[str, Any] = {}
         names = set(cls.field_names())
-        for key, value in _read_config_file(cls.section).items():
+        for key, value in read_config_section(cls.section).items():
             if key not in names:
                 raise ConfigError(
                     f"unknown key {key!r} in [{cls.section}] of {config_file_path()}; "
