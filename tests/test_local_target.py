@@ -163,3 +163,14 @@ def test_the_runner_gets_a_forked_worker_or_a_new_one_and_an_unused_one_ends_wit
         time.sleep(0.1)
     alive = psutil.pid_exists(out["left_waiting"]) and psutil.Process(out["left_waiting"]).status() != "zombie"
     assert not alive
+
+
+def test_what_every_sites_training_imports_is_imported_once_before_the_sites_are_forked(tmp_path):
+    from resontech_nb import build_job
+    from resontech_nb.targets.simulator import training_imports
+
+    shards = make_synthetic_shards(tmp_path / "shards", n_clients=2, img_size=8, seed=1)
+    default_loop = build_job(capture(TinyCNN), shards, out=tmp_path / "default")
+    no_optimizer = build_job(capture(fl_models.DeltaNet, fl_models.delta_train), shards, out=tmp_path / "delta")
+    assert training_imports(default_loop) == ("torch._dynamo",)  # what a torch optimizer imports when first made
+    assert training_imports(no_optimizer) == ()

@@ -23,7 +23,9 @@ process imports them once, before NVFlare forks the runner's process from it, an
 forks each site's worker first thing (``site_fork``): the worker waits for the arguments, environment and
 working folder the runner gives it when it would have started it (``SiteWorkers.Popen``), and runs from
 there as that worker. Neither the server nor a site imports torch again: a tiny two-site job used 6.7
-CPU-seconds, 4 of them three imports of torch and NVFlare.
+CPU-seconds, 4 of them three imports of torch and NVFlare. Likewise ``torch._dynamo``, which a torch optimizer
+imports when the first one is made (1.5 CPU-seconds in every site's first round), when the job's training makes
+one (``training_imports``).
 
 Run as ``python -m resontech_nb.targets.simulator <the arguments of NVFlare's simulator>``.
 """
@@ -110,6 +112,22 @@ def fork_sites_ahead(runner_class: type, workers: SiteWorkers, count: int) -> No
     runner_class.simulator_run_main = simulator_run_main
 
 
+def training_imports(job_folder: str | Path) -> tuple[str, ...]:
+    """What every site's training will import, so that it is imported once, before the sites are forked.
+
+    A torch optimizer imports ``torch._dynamo`` when the first one is made: 1.5 CPU-seconds here, in every site's
+    first round. The job's ``model_def.py`` says whether its training makes one (the default loop does).
+    """
+    for model_def in Path(job_folder).glob("*/custom/model_def.py"):
+        try:
+            source = model_def.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if "optim" in source or "rt_default_train" in source:
+            return ("torch._dynamo",)
+    return ()
+
+
 def simulator_command(job_folder: str | Path, workspace: str | Path, sites: list[str]) -> list[str]:
     """The command that runs ``job_folder`` with one process per site, each site at once."""
     return [
@@ -120,6 +138,7 @@ def simulator_command(job_folder: str | Path, workspace: str | Path, sites: list
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
+    import importlib
 
     import torch  # noqa: F401 - once, for the server and every site's worker: NVFlare and we fork them from here
     from nvflare.fuel.f3.cellnet import connector_manager
@@ -133,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m resontech_nb.targets.simulator")
     simulator.define_simulator_parser(parser)
     args = parser.parse_args(argv)
+    for name in training_imports(args.job_folder):
+        importlib.import_module(name)
     workers = SiteWorkers()
     simulator_runner.subprocess = workers
     sites = [name for name in (args.clients or "").split(",") if name]
