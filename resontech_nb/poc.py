@@ -22,11 +22,9 @@ pointing at ``workspace``, with three differences from the defaults:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,32 +35,21 @@ from typing import Any
 import psutil
 
 from .errors import PocError
+from .poc_project import (
+    PROJECT_NAME,
+    SERVER_NAME,
+    free_port_pair,
+    listen_on_loopback,
+    port_in_use,
+    project_yaml,
+    server_ports,
+)
 from .processes import processes_using
 
 log = logging.getLogger(__name__)
 
-PROJECT_NAME = "example_project"
-SERVER_NAME = "server"
 DEFAULT_ADMIN = "admin@nvidia.com"
 _CLI_TIMEOUT = 120.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether something listens on ``port`` (connections left in TIME_WAIT do not count)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 def nvflare_cli() -> list[str]:
@@ -129,9 +116,7 @@ class PocDeployment:
     @property
     def ports(self) -> tuple[int, int]:
         """(FL port, admin port) of the prepared server."""
-        config = json.loads((self.server_dir / "startup" / "fed_server.json").read_text(encoding="utf-8"))
-        server = config["servers"][0]
-        return int(server["service"]["target"].rsplit(":", 1)[1]), int(server["admin_port"])
+        return server_ports(self.server_dir)
 
     @property
     def prepared(self) -> bool:
@@ -152,20 +137,16 @@ class PocDeployment:
         """Provision a fresh POC under ``workspace`` (deleting what was there)."""
         if self.running:
             raise PocError(f"the POC under {self.workspace} is running: stop it first (PocDeployment.stop())")
-        fl_port, admin_port = self._requested_ports
-        fl_port = fl_port or free_port()
-        admin_port = admin_port or free_port()
-        while admin_port == fl_port:
-            admin_port = free_port()
+        fl_port, admin_port = free_port_pair(*self._requested_ports)
         self.workspace.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="rt_poc_") as scratch:
             project_file = Path(scratch) / "project.yml"
-            project_file.write_text(self._project_yaml(fl_port, admin_port), encoding="utf-8")
+            project_file.write_text(project_yaml(self.clients, self.username, fl_port, admin_port), encoding="utf-8")
             env = self._env()
             if not self.register_startup_kits:
                 env["HOME"] = scratch  # keep `nvflare poc prepare` out of the user's ~/.nvflare
             self._run_cli(["poc", "prepare", "-i", str(project_file), "--force"], env, what="prepare")
-        self._listen_on_loopback()
+        listen_on_loopback(self.server_dir)
         if not self.prepared:
             raise PocError(f"nvflare poc prepare left no admin startup kit at {self.admin_startup_kit}")
         log.info("POC prepared under %s (ports %s/%s)", self.workspace, fl_port, admin_port)
@@ -178,7 +159,7 @@ class PocDeployment:
         if self.running:
             self.wait_until_ready()
             return self
-        busy = [port for port in self.ports if _port_in_use(port)]
+        busy = [port for port in self.ports if port_in_use(port)]
         if busy:
             raise PocError(
                 f"port(s) {busy} of the POC under {self.workspace} are taken by another program: "
@@ -295,44 +276,6 @@ class PocDeployment:
             tail = "\n".join(output.strip().splitlines()[-8:])
             raise PocError(f"`nvflare poc {what}` failed (exit {done.returncode}) for {self.workspace}:\n{tail}")
         return output
-
-    def _project_yaml(self, fl_port: int, admin_port: int) -> str:
-        lines = [
-            "api_version: 3",
-            f"name: {PROJECT_NAME}",
-            "description: resontech_nb POC deployment",
-            "participants:",
-            f"  - name: {SERVER_NAME}",
-            "    type: server",
-            "    org: nvidia",
-            f"    fed_learn_port: {fl_port}",
-            f"    admin_port: {admin_port}",
-        ]
-        for client in self.clients:
-            lines += [f"  - name: {client}", "    type: client", "    org: nvidia"]
-        lines += [
-            f"  - name: {self.username}",
-            "    type: admin",
-            "    org: nvidia",
-            "    role: project_admin",
-            "builders:",
-            "  - path: nvflare.lighter.impl.workspace.WorkspaceBuilder",
-            "  - path: nvflare.lighter.impl.static_file.StaticFileBuilder",
-            "    args:",
-            "      config_folder: config",
-            "  - path: nvflare.lighter.impl.cert.CertBuilder",
-            "  - path: nvflare.lighter.impl.signature.SignatureBuilder",
-        ]
-        return "\n".join(lines) + "\n"
-
-    def _listen_on_loopback(self) -> None:
-        """The server binds to all interfaces unless its service host is a loopback name."""
-        path = self.server_dir / "startup" / "fed_server.json"
-        config = json.loads(path.read_text(encoding="utf-8"))
-        for server in config["servers"]:
-            port = server["service"]["target"].rsplit(":", 1)[1]
-            server["service"]["target"] = f"localhost:{port}"
-        path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
 def _terminate_all(procs: list[psutil.Process]) -> None:
