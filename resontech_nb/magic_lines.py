@@ -1,4 +1,5 @@
-"""Reading a magic's line and cell: shell-quoted flags, input shapes, the model class a cell names.
+"""Reading a magic's line and cell: shell-quoted flags, input shapes, the model class a cell
+defines or names, the state_dict a variable holds.
 
 Everything here raises IPython's ``UsageError`` with a message that names the fix; ``usage_errors``
 turns resontech_nb's own errors into one-line ``UsageError``s too, so a magic never shows a traceback.
@@ -67,6 +68,53 @@ def named_model_class(user_ns: dict[str, Any], name: str) -> type:
         f"{head} (class {name} does not derive from nn.Module): derive it from nn.Module, "
         "or give the name of your model class"
     )
+
+
+def cell_model_class(tree: ast.Module, user_ns: dict[str, Any], name: str | None) -> type:
+    """The model class a ``%%fl_model`` cell defines: the one ``--name`` names, else its only nn.Module subclass."""
+    import torch
+
+    if name:
+        return named_model_class(user_ns, name)
+    classes = [
+        n.name
+        for n in tree.body
+        if isinstance(n, ast.ClassDef)
+        and isinstance(user_ns.get(n.name), type)
+        and issubclass(user_ns[n.name], torch.nn.Module)
+    ]
+    classes = list(dict.fromkeys(classes))
+    if not classes:
+        plain = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+        if plain:
+            raise UsageError(
+                f"the cell defines no torch.nn.Module subclass ({', '.join(plain)} does not derive from "
+                "nn.Module): derive your model class from nn.Module"
+            )
+        raise UsageError("the cell defines no torch.nn.Module subclass: define your model class in this cell")
+    if len(classes) > 1:
+        raise UsageError(
+            f"the cell defines several nn.Module subclasses ({', '.join(classes)}): "
+            f"say which is the model with %%fl_model --name {classes[-1]}"
+        )
+    return user_ns[classes[0]]
+
+
+def state_dict_variable(user_ns: dict[str, Any], name: str) -> Any:
+    """The state_dict in the notebook variable ``--init-weights`` names (a Module gives its own state_dict)."""
+    import torch
+
+    if name not in user_ns:
+        raise UsageError(f"--init-weights {name}: no variable {name!r} in the notebook; define it first")
+    value = user_ns[name]
+    if isinstance(value, torch.nn.Module):
+        return value.state_dict()
+    if not isinstance(value, dict) or not value or not all(isinstance(v, torch.Tensor) for v in value.values()):
+        raise UsageError(
+            f"--init-weights {name}: {name} is a {type(value).__name__}, not a state_dict: "
+            f"pass a variable holding model.state_dict()"
+        )
+    return value
 
 
 def attach_negative_values(line: str) -> str:

@@ -23,6 +23,27 @@ log = logging.getLogger(__name__)
 
 CONFIG_CLASSES = {"resontech": ResonTechConfig, "training": TrainingConfig, "federation": FederationConfig}
 
+# %fl_submit flag -> (config section, field)
+SUBMIT_FLAGS = {
+    "rounds": ("federation", "num_rounds"),
+    "min_clients": ("federation", "min_clients"),
+    "job_name": ("federation", "job_name"),
+    "epochs": ("training", "local_epochs"),
+    "batch_size": ("training", "batch_size"),
+    "lr": ("training", "learning_rate"),
+    "img_size": ("training", "img_size"),
+    "num_classes": ("training", "num_classes"),
+    "train_timeout": ("federation", "train_timeout"),
+    "select_metric": ("federation", "select_metric"),
+    "cross_site": ("federation", "cross_site_eval"),
+    "algorithm": ("federation", "algorithm"),
+    "fedprox_mu": ("federation", "fedprox_mu"),
+    "fedopt_optimizer": ("federation", "fedopt_optimizer"),
+    "fedopt_lr": ("federation", "fedopt_lr"),
+    "fedopt_momentum": ("federation", "fedopt_momentum"),
+    "privacy": ("federation", "privacy"),
+}
+
 # The help text of each setting (``%config FLMagics``): every config field but the password has one.
 FIELD_HELP = {
     # ResonTechConfig

@@ -23,39 +23,19 @@ from .config import SECRET_FIELDS, ResonTechConfig
 from .errors import CaptureWarning
 from .magic_lines import (
     attach_negative_values,
+    cell_model_class,
     defined_names,
-    named_model_class,
     parse_line,
     parse_shape,
+    state_dict_variable,
     usage_errors,
 )
-from .magic_settings import SessionSettings, section_of
+from .magic_settings import SUBMIT_FLAGS, SessionSettings, section_of
 
 log = logging.getLogger(__name__)
 
 DEFAULT_JOB_VAR = "fl_job"
 MODEL_VAR = "fl_model"
-
-# %fl_submit flag -> (config section, field)
-SUBMIT_FLAGS = {
-    "rounds": ("federation", "num_rounds"),
-    "min_clients": ("federation", "min_clients"),
-    "job_name": ("federation", "job_name"),
-    "epochs": ("training", "local_epochs"),
-    "batch_size": ("training", "batch_size"),
-    "lr": ("training", "learning_rate"),
-    "img_size": ("training", "img_size"),
-    "num_classes": ("training", "num_classes"),
-    "train_timeout": ("federation", "train_timeout"),
-    "select_metric": ("federation", "select_metric"),
-    "cross_site": ("federation", "cross_site_eval"),
-    "algorithm": ("federation", "algorithm"),
-    "fedprox_mu": ("federation", "fedprox_mu"),
-    "fedopt_optimizer": ("federation", "fedopt_optimizer"),
-    "fedopt_lr": ("federation", "fedopt_lr"),
-    "fedopt_momentum": ("federation", "fedopt_momentum"),
-    "privacy": ("federation", "privacy"),
-}
 
 
 @magics_class
@@ -86,7 +66,7 @@ class FLMagics(Magics, SessionSettings):
             raise UsageError(
                 f"the cell raised an error (shown above): fix it and run it again ({MODEL_VAR} is unchanged)"
             )
-        model_cls = self._model_class(tree, args.name)
+        model_cls = cell_model_class(tree, self.shell.user_ns, args.name)
         defined = defined_names(tree)
         train_fn = self.shell.user_ns.get(TRAIN_FN_NAME) if TRAIN_FN_NAME in defined else None
         eval_fn = self.shell.user_ns.get(EVAL_FN_NAME) if EVAL_FN_NAME in defined else None
@@ -97,35 +77,6 @@ class FLMagics(Magics, SessionSettings):
             )
         self.shell.user_ns[MODEL_VAR] = spec
         _show(spec)
-
-    def _model_class(self, tree: ast.Module, name: str | None) -> type:
-        import torch
-
-        user_ns = self.shell.user_ns
-        if name:
-            return named_model_class(user_ns, name)
-        classes = [
-            n.name
-            for n in tree.body
-            if isinstance(n, ast.ClassDef)
-            and isinstance(user_ns.get(n.name), type)
-            and issubclass(user_ns[n.name], torch.nn.Module)
-        ]
-        classes = list(dict.fromkeys(classes))
-        if not classes:
-            plain = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
-            if plain:
-                raise UsageError(
-                    f"the cell defines no torch.nn.Module subclass ({', '.join(plain)} does not derive from "
-                    "nn.Module): derive your model class from nn.Module"
-                )
-            raise UsageError("the cell defines no torch.nn.Module subclass: define your model class in this cell")
-        if len(classes) > 1:
-            raise UsageError(
-                f"the cell defines several nn.Module subclasses ({', '.join(classes)}): "
-                f"say which is the model with %%fl_model --name {classes[-1]}"
-            )
-        return user_ns[classes[0]]
 
     # -- %fl_config / %fl_login ------------------------------------------------------------------
     @line_magic
@@ -244,7 +195,7 @@ class FLMagics(Magics, SessionSettings):
                 changes[section][name] = value
         training = self.training.replace(**changes["training"])
         federation = self.federation.replace(**changes["federation"])
-        initial_weights = self._state_dict(args.init_weights) if args.init_weights else None
+        initial_weights = state_dict_variable(self.shell.user_ns, args.init_weights) if args.init_weights else None
         from . import api
 
         if args.build_only:
@@ -266,22 +217,6 @@ class FLMagics(Magics, SessionSettings):
         self.shell.user_ns[args.as_var] = job
         print(f"submitted job {job.id} to target {target}; the handle is {args.as_var}")
         job.dashboard(wait=args.wait)
-
-    def _state_dict(self, name: str) -> Any:
-        """The state_dict in the user's variable ``name`` (a Module gives its own state_dict)."""
-        import torch
-
-        if name not in self.shell.user_ns:
-            raise UsageError(f"--init-weights {name}: no variable {name!r} in the notebook; define it first")
-        value = self.shell.user_ns[name]
-        if isinstance(value, torch.nn.Module):
-            return value.state_dict()
-        if not isinstance(value, dict) or not value or not all(isinstance(v, torch.Tensor) for v in value.values()):
-            raise UsageError(
-                f"--init-weights {name}: {name} is a {type(value).__name__}, not a state_dict: "
-                f"pass a variable holding model.state_dict()"
-            )
-        return value
 
     # -- %fl_status / %fl_dashboard / %fl_abort ----------------------------------------------------
     @line_magic
