@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .errors import ConfigError
-from .shards import make_shard
+from .shard_making import make_shard
 
 log = logging.getLogger(__name__)
 
