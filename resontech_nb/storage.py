@@ -23,14 +23,13 @@ from typing import Any
 
 from .config import ResonTechConfig
 from .errors import StorageError
+from .storage_errors import RETRIES, checksum_unsupported, http_status, storage_error
 
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 SHA256_METADATA = "sha256"  # stored as x-amz-meta-sha256
 ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # fixed, so the same folder always zips to the same bytes
-_RETRIES = {"max_attempts": 5, "mode": "standard"}  # retries 500, 502, 503, 504, SlowDown, throttling
-_SERVER_TROUBLE = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout"}
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ class S3Storage:
         self.prefix = config.s3_prefix.strip("/")
         self.progress_threshold = progress_threshold
         botocore_config = Config(
-            retries=dict(_RETRIES),
+            retries=dict(RETRIES),
             connect_timeout=connect_timeout,
             read_timeout=120,
             s3={"addressing_style": "path"} if config.s3_endpoint_url else {},
@@ -153,7 +152,7 @@ class S3Storage:
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except Exception as exc:  # noqa: BLE001 - translated into StorageError below
-            raise self._error(exc, "open the bucket") from None
+            raise storage_error(exc, self, "open the bucket") from None
         self._bucket_checked = True
 
     def upload_file(self, path: str | Path, sha256: str | None = None) -> UploadedBlob:
@@ -177,7 +176,7 @@ class S3Storage:
                     str(path), self.bucket, key, ExtraArgs=extra, Config=self.transfer_config, Callback=callback
                 )
             except Exception as exc:  # noqa: BLE001
-                if not _checksum_unsupported(exc):
+                if not checksum_unsupported(exc):
                     raise
                 # Some S3-compatible stores reject ChecksumAlgorithm: fall back to our own sha256 check.
                 extra.pop("ChecksumAlgorithm")
@@ -187,7 +186,7 @@ class S3Storage:
         except StorageError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise self._error(exc, f"upload {path.name}") from None
+            raise storage_error(exc, self, f"upload {path.name}") from None
         finally:
             if bar is not None:
                 bar.close()
@@ -228,7 +227,7 @@ class S3Storage:
             self.client.download_file(self.bucket, key, str(partial), Config=self.transfer_config)
         except Exception as exc:  # noqa: BLE001
             partial.unlink(missing_ok=True)
-            raise self._error(exc, f"download {key}") from None
+            raise storage_error(exc, self, f"download {key}") from None
         actual = sha256_file(partial)
         if expected and actual != expected:
             partial.unlink(missing_ok=True)
@@ -244,9 +243,9 @@ class S3Storage:
         try:
             return self.client.head_object(Bucket=self.bucket, Key=key)
         except Exception as exc:  # noqa: BLE001
-            if _status(exc) == 404:
+            if http_status(exc) == 404:
                 return None
-            raise self._error(exc, f"look up {key}") from None
+            raise storage_error(exc, self, f"look up {key}") from None
 
     def _matches(self, key: str, size: int, sha256: str) -> bool:
         head = self._head(key)
@@ -261,59 +260,6 @@ class S3Storage:
         from tqdm.auto import tqdm
 
         return tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"upload {label}", leave=False)
-
-    def _error(self, exc: Exception, action: str) -> StorageError:
-        from botocore.exceptions import (
-            ConnectTimeoutError,
-            EndpointConnectionError,
-            NoCredentialsError,
-            PartialCredentialsError,
-        )
-
-        if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
-            return StorageError(f"cannot reach the S3 endpoint {self.endpoint}: check s3_endpoint_url and network")
-        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-            return StorageError(
-                "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or an AWS profile)"
-            )
-        code = _code(exc)
-        status = _status(exc)
-        if code in {"NoSuchBucket"} or (status == 404 and action == "open the bucket"):
-            return StorageError(f"bucket '{self.bucket}' does not exist at {self.endpoint}: create it or fix s3_bucket")
-        if code in {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}:
-            return StorageError(
-                f"S3 rejected the access keys at {self.endpoint} ({code}): "
-                "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-            )
-        if code in {"AccessDenied", "Forbidden"} or status == 403:
-            return StorageError(
-                f"access denied to bucket '{self.bucket}' at {self.endpoint} while trying to {action}: "
-                "check the keys and the bucket policy"
-            )
-        if (status or 0) >= 500 or code in _SERVER_TROUBLE or "reached max retries" in str(exc):
-            return StorageError(
-                f"the S3 server at {self.endpoint} kept failing while trying to {action} "
-                f"({_RETRIES['max_attempts']} attempts, last: {code or status or exc}): check that it is healthy, "
-                "then submit again (files already uploaded are not sent twice)"
-            )
-        return StorageError(f"S3 could not {action} in bucket '{self.bucket}' at {self.endpoint}: {exc}")
-
-
-def _code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str((response.get("Error") or {}).get("Code", ""))
-
-
-def _status(exc: Exception) -> int | None:
-    response = getattr(exc, "response", None) or {}
-    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-    if status is None and _code(exc).isdigit():
-        return int(_code(exc))
-    return status
-
-
-def _checksum_unsupported(exc: Exception) -> bool:
-    return _code(exc) in {"NotImplemented", "InvalidArgument", "InvalidRequest"} and "hecksum" in str(exc)
 
 
 def _digest_from_key(key: str) -> str | None:
