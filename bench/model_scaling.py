@@ -3,8 +3,9 @@
 Both run in NVFlare's simulator with a trivial update (add 0.01 to every weight), so the time is moving
 and averaging the weights. Per round = (T(hi) - T(lo)) / (hi - lo) over whole runs (start-up cancels).
 Peak memory: the largest resident set of any one simulator process (server or a site's worker, told apart
-by the folder they work in), sampled every 0.1 s. The yardstick: one ``torch.save`` + ``torch.load`` of the
-model's state_dict.
+by the folder they work in), sampled every 0.1 s, and on Linux also its proportional set size (PSS: pages
+shared with other processes, e.g. torch's libraries or a forked worker's parent's, count as their share).
+The yardstick: one ``torch.save`` + ``torch.load`` of the model's state_dict.
 
     .venv/bin/python bench/model_scaling.py [--sizes 1,11,45,100] [--sites 2,4,8,16] [--smoke] [--out FILE]
 """
@@ -35,10 +36,22 @@ from sim import round_durations, simulator_command, simulator_env  # noqa: E402
 from resontech_nb import FederationConfig, TrainingConfig, build_job, capture, make_synthetic_shards  # noqa: E402
 
 
+def pss_bytes(pid: int) -> int:
+    """A process's proportional set size (Linux's smaps_rollup); 0 where the kernel does not give it."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def run_simulator(job_dir: Path, workspace: Path, sites: int) -> tuple[float, dict[str, int]]:
-    """Wall time of a whole simulator run, and the peak RSS of the server process and of the largest site."""
+    """Wall time of a whole simulator run, and the peak RSS (and PSS) of the server and of the largest site."""
     command = simulator_command(job_dir, workspace, sites)
-    peaks = {"server": 0, "site": 0}
+    peaks = {"server": 0, "site": 0, "site_pss": 0}
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=simulator_env(sites))
     done = threading.Event()
@@ -54,6 +67,8 @@ def run_simulator(job_dir: Path, workspace: Path, sites: int) -> tuple[float, di
                 try:  # a site's worker (NVFlare's, or ours, forked or started) works in its own folder
                     role = "site" if Path(p.cwd()).name.startswith("site-") else "server"
                     peaks[role] = max(peaks[role], p.memory_info().rss)
+                    if role == "site":
+                        peaks["site_pss"] = max(peaks["site_pss"], pss_bytes(p.pid))
                 except psutil.Error:
                     pass
             time.sleep(0.1)
@@ -132,6 +147,7 @@ def per_round(
             "whole_runs_per_round_s": None if lo is None else round((times[hi] - times[lo]) / (hi - lo), 3),
             "peak_rss_server_mb": round(max(p["server"] for p in peaks) / 1e6, 1),
             "peak_rss_site_mb": round(max(p["site"] for p in peaks) / 1e6, 1),
+            "peak_pss_site_mb": round(max(p["site_pss"] for p in peaks) / 1e6, 1),
             "total_s": {k: round(v, 2) for k, v in times.items()},
         }
     return out
@@ -175,6 +191,7 @@ def main() -> None:
             row["ours_site_peak_above_tiny_over_model"] = round(
                 (ours["peak_rss_site_mb"] - baseline["peak_rss_site_mb"]) / row["model_mb"], 2
             )
+            row["ours_site_pss_over_model"] = round(ours["peak_pss_site_mb"] / row["model_mb"], 2)
             results["by_size"][f"{millions}M"] = row
             print(f"{millions:>4} M params: {row}")
         small = bench_models.scaled_net_module(1, tmp_path).ScaledNet
