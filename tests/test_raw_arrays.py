@@ -7,6 +7,7 @@ of them (``CacheableObject.produce``), msgpack as the messages pack them, and th
 from __future__ import annotations
 
 import copy
+import platform
 import sys
 import weakref
 
@@ -217,3 +218,40 @@ def test_each_piece_frees_what_the_transport_kept_of_earlier_pieces():
     assert out["kept_before_the_run"] and out["frozen"] > 1000
     assert out["freed_when_the_next_piece_is_served"] and out["freed_when_the_next_piece_arrives"]
     assert out["freed_by_the_slow_collection"] and out["skipped_right_after_a_slow_one"], out
+
+
+TRIM_CHECK = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import rt_pieces
+
+
+def rss_mb():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 1e6
+
+
+pieces = [b"x" * 100_000 for _ in range(2000)]  # 200 MB in the malloc heap (under glibc's mmap threshold)
+pinned = pieces[-1]  # the heap's top stays in use, so free() alone cannot shrink the heap
+del pieces
+held = rss_mb()
+trimmed = rt_pieces.return_freed_memory()
+print(json.dumps({"held": held, "trimmed": trimmed, "after": rss_mb()}))
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="glibc's malloc_trim and Linux's /proc",
+)
+def test_a_site_gives_the_memory_of_freed_pieces_back_to_the_system():
+    import json
+    import subprocess
+
+    from resontech_nb.jobbuilder import JOBCODE_DIR as jobcode
+
+    done = subprocess.run([sys.executable, "-c", TRIM_CHECK, str(jobcode)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["trimmed"] and out["held"] > 180  # freed, but still resident
+    assert out["after"] < out["held"] - 150, out

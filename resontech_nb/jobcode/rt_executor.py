@@ -25,6 +25,7 @@ from typing import Any
 
 import rt_algorithms
 import rt_checks
+import rt_pieces
 import torch
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
 from nvflare.apis.executor import Executor
@@ -176,6 +177,7 @@ class RTTrainExecutor(Executor):
         try:
             global_weights, global_controls = task_weights(shareable)
             release_task_weights(shareable)
+            rt_pieces.return_freed_memory()  # the received pieces' memory, before training allocates the update
             reference = self._model_reference(global_weights)
             incoming = to_state_dict(global_weights, reference)
             payload = self._payload(shareable, fl_ctx)

@@ -14,20 +14,29 @@ counting; only a cycle among them would stay. Should a collection still be slow 
 keeps millions of Python objects), pieces skip it, so that collecting never takes more than 1/``BUDGET`` of
 the time.
 
+Freed is not yet given back: glibc's malloc keeps the memory of freed pieces for later allocations, and a
+piece freed in the middle of its heap stays resident. A site hands it back to the system once a round, when
+the global model has arrived and before its training allocates the update (``return_freed_memory``): a 45 M
+site's peak fell by about 30 MB, at no measurable cost a round. (Trimming after every piece saved 90 MB but
+made rounds 50 % slower: the next piece faults its pages in again.)
+
 Shipped in the job's ``custom/`` folder; plain Python.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import threading
 import time
+from typing import Any
 
 BUDGET = 20  # collections take at most 1/20 of the wall time between them
 
 _lock = threading.Lock()
 _frozen = False
 _next_collection = 0.0
+_malloc_trim: Any = None  # glibc's malloc_trim, once looked up; False where there is none
 
 
 def freeze_startup_objects() -> None:
@@ -52,3 +61,29 @@ def piece_done() -> None:
     gc.collect()
     took = time.monotonic() - started
     _next_collection = started + took * BUDGET
+
+
+def return_freed_memory() -> bool:
+    """Free what the transport left, then give the malloc heap's free pages back to the system.
+
+    Returns whether there was something to give them back with (glibc's ``malloc_trim``; elsewhere only the
+    collection happens)."""
+    global _malloc_trim
+    if _frozen:
+        gc.collect()
+    if _malloc_trim is None:
+        _malloc_trim = _find_malloc_trim()
+    if not _malloc_trim:
+        return False
+    _malloc_trim(0)
+    return True
+
+
+def _find_malloc_trim() -> Any:
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # the C library the interpreter runs on
+    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS, Windows)
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
