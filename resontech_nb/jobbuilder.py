@@ -15,12 +15,9 @@ mode and on a production deployment (whose sites need bring-your-own-code rights
 from __future__ import annotations
 
 import ast
-import inspect
 import json
 import logging
-import re
 import shutil
-import sys
 import time
 import warnings
 from collections.abc import Mapping
@@ -31,6 +28,7 @@ from . import algorithms, jobconfig, privacy
 from .config import FederationConfig, TrainingConfig, as_config
 from .errors import AlgorithmWarning, JobBuildError
 from .job import jobs_home
+from .job_components import accepted_args, ship_component
 from .jobconfig import APP
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -136,8 +134,8 @@ def build_job(
         },
     )
     if executor is not None:
-        executor_path = _ship_component(executor, "nvflare.apis.executor.Executor", custom)
-        executor_args = _accepted_args(executor, executor_args)
+        executor_path = ship_component(executor, "nvflare.apis.executor.Executor", custom)
+        executor_args = accepted_args(executor, executor_args)
     persistor_path, persistor_args = "rt_persistor.RTModelPersistor", dict(standard_args)
     if checked_weights is not None:
         import torch
@@ -145,10 +143,10 @@ def build_job(
         torch.save(checked_weights, custom / INITIAL_WEIGHTS_FILE)
         persistor_args["initial_weights"] = INITIAL_WEIGHTS_FILE
     if persistor is not None:
-        persistor_path = _ship_component(
+        persistor_path = ship_component(
             persistor, "nvflare.app_common.abstract.model_persistor.ModelPersistor", custom
         )
-        persistor_args = _accepted_args(persistor, persistor_args)
+        persistor_args = accepted_args(persistor, persistor_args)
 
     _write_json(job_dir / "meta.json", jobconfig.meta(federation))
     server = jobconfig.server_config(federation, persistor_path, persistor_args, evaluates, spec.class_name)
@@ -268,48 +266,3 @@ def _prepare_out(out: str | Path | None, job_name: str) -> Path:
 
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-
-
-def _accepted_args(cls: type, args: dict[str, Any]) -> dict[str, Any]:
-    """The subset of our standard args that ``cls.__init__`` takes."""
-    try:
-        params = inspect.signature(cls.__init__).parameters
-    except (TypeError, ValueError):
-        return {}
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return dict(args)
-    return {k: v for k, v in args.items() if k in params}
-
-
-def _ship_component(cls: type, base_path: str, custom: Path) -> str:
-    """Write the source of a user's NVFlare component class into custom/; return its config path."""
-    module_name, base_attr = base_path.rsplit(".", 1)
-    base = getattr(__import__(module_name, fromlist=[base_attr]), base_attr)
-    if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise JobBuildError(f"{cls!r} must be a subclass of {base_path}")
-    module = sys.modules.get(cls.__module__)
-    source_file = None
-    if module is not None and cls.__module__ not in ("__main__", "builtins"):
-        try:
-            source_file = inspect.getsourcefile(module)
-        except TypeError:
-            source_file = None
-    if source_file and Path(source_file).is_file():
-        target_module = cls.__module__.split(".")[-1]
-        if cls.__module__.split(".")[0] == "nvflare":
-            return f"{cls.__module__}.{cls.__qualname__}"  # shipped with NVFlare itself
-        source = Path(source_file).read_text(encoding="utf-8")
-    else:
-        from .capture import component_source
-
-        target_module = "user_" + re.sub(r"\W", "_", cls.__name__).lower()
-        source = component_source(cls)
-    (custom / f"{target_module}.py").write_text(_site_imports(source), encoding="utf-8")
-    return f"{target_module}.{cls.__qualname__}"
-
-
-def _site_imports(source: str) -> str:
-    """Subclasses of our defaults import them from resontech_nb.jobcode; on a site they are top-level modules."""
-    source = re.sub(r"\bfrom resontech_nb\.jobcode\.(rt_\w+) import", r"from \1 import", source)
-    source = re.sub(r"\bfrom resontech_nb\.jobcode import (rt_\w+)", r"import \1", source)
-    return re.sub(r"\bimport resontech_nb\.jobcode\.(rt_\w+) as", r"import \1 as", source)
