@@ -42,6 +42,7 @@ def read_config_section(section: str) -> dict[str, Any]:
 
 
 def coerce(cls_name: str, name: str, kind: type, value: Any) -> Any:
+    """``value`` (from a file, the environment, a magic or code) as a ``kind`` field's value, or a ConfigError."""
     if kind is bool:
         if isinstance(value, str):
             lowered = value.strip().lower()
@@ -52,30 +53,26 @@ def coerce(cls_name: str, name: str, kind: type, value: Any) -> Any:
         elif isinstance(value, bool):
             return value
         raise ConfigError(f"{cls_name}.{name} must be true or false, got {value!r}")
-    if kind is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{cls_name}.{name} must be an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{cls_name}.{name} must be an integer, got {value!r}")
-    if kind is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{cls_name}.{name} must be a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{cls_name}.{name} must be a number, got {value!r}")
+    if kind in (int, float):
+        number = _number(kind, value)
+        if number is None:
+            what = "an integer" if kind is int else "a number"
+            raise ConfigError(f"{cls_name}.{name} must be {what}, got {value!r}")
+        return number
     if value is None:
         return ""
     return str(value)
+
+
+def _number(kind: type, value: Any) -> int | float | None:
+    """An int or float field's value: a number (for an int, a whole one) or a string of one; None if not."""
+    if isinstance(value, str):
+        try:
+            return kind(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if kind is int:
+        return int(value) if isinstance(value, int) or value.is_integer() else None
+    return float(value)
