@@ -44,7 +44,7 @@ from .poc_project import (
     project_yaml,
     server_ports,
 )
-from .processes import processes_using
+from .processes import processes_using, stop_all
 
 log = logging.getLogger(__name__)
 
@@ -288,14 +288,7 @@ def _terminate_all(procs: list[psutil.Process]) -> None:
             return False
 
     for group in ([p for p in procs if is_watchdog(p)], [p for p in procs if not is_watchdog(p)]):
-        for proc in group:
-            with contextlib.suppress(psutil.Error):
-                proc.terminate()
-        _, alive = psutil.wait_procs(group, timeout=5)
-        for proc in alive:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-        psutil.wait_procs(alive, timeout=5)
+        stop_all(group, grace=5)
 
 
 def cleanup(workspace: str | Path) -> None:
