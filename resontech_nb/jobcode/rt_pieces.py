@@ -26,17 +26,17 @@ Shipped in the job's ``custom/`` folder; plain Python.
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
 
 BUDGET = 20  # collections take at most 1/20 of the wall time between them
 
 _lock = threading.Lock()
 _frozen = False
 _next_collection = 0.0
-_malloc_trim: Any = None  # glibc's malloc_trim, once looked up; False where there is none
 
 
 def freeze_startup_objects() -> None:
@@ -68,22 +68,22 @@ def return_freed_memory() -> bool:
 
     Returns whether there was something to give them back with (glibc's ``malloc_trim``; elsewhere only the
     collection happens)."""
-    global _malloc_trim
     if _frozen:
         gc.collect()
-    if _malloc_trim is None:
-        _malloc_trim = _find_malloc_trim()
-    if not _malloc_trim:
+    trim = _malloc_trim()
+    if trim is None:
         return False
-    _malloc_trim(0)
+    trim(0)
     return True
 
 
-def _find_malloc_trim() -> Any:
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``; None under another C library (musl, macOS, Windows)."""
     try:
         trim = ctypes.CDLL(None).malloc_trim  # the C library the interpreter runs on
-    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS, Windows)
-        return False
+    except (OSError, AttributeError, TypeError):
+        return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
     return trim
