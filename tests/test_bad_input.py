@@ -13,7 +13,6 @@ import io
 import json
 import os
 import re
-import socket
 import subprocess
 import tempfile
 import zipfile
@@ -46,6 +45,7 @@ from resontech_nb.errors import (
 )
 from resontech_nb.platform import PlatformServer
 from resontech_nb.poc import PocDeployment
+from resontech_nb.poc_project import free_port as closed_port
 
 BUCKET = "bad-input"
 EMAIL = "erin@example.com"
@@ -55,12 +55,6 @@ MISSING_BUCKET = "no-such-bucket-here"
 
 # -- test data --------------------------------------------------------------------------------------
 
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def png(size: int = 8) -> bytes:

@@ -13,7 +13,6 @@ import base64
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import textwrap
@@ -24,6 +23,8 @@ from pathlib import Path
 import pytest
 import requests
 from kernels import write_kernelspec
+
+from resontech_nb.poc_project import free_port as _free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -98,11 +99,6 @@ NOTEBOOK_SOURCE = textwrap.dedent(
     """
 )
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

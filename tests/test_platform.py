@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from resontech_nb.errors import AuthError, JobNotFoundError
 from resontech_nb.job import jobs_home
 from resontech_nb.platform import PlatformServer
 from resontech_nb.platform.loopback import ForwardingProxy
+from resontech_nb.poc_project import free_port
 from resontech_nb.processes import processes_using
 from resontech_nb.rest import PlatformClient, token_cache_path
 from resontech_nb.shards import validate_shards
@@ -229,11 +229,6 @@ def test_openapi_schema_describes_every_endpoint(platform):
 
 # -- restart ------------------------------------------------------------------------------
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server_process(data: Path, port: int, s3, log_path: Path, *extra: str) -> subprocess.Popen:

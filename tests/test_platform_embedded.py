@@ -10,7 +10,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 import requests
 
 from resontech_nb.config import ResonTechConfig
+from resontech_nb.poc_project import free_port
 from resontech_nb.processes import processes_using
 from resontech_nb.storage import S3Storage, sha256_file
 
@@ -28,11 +28,6 @@ pytestmark = [pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 EMAIL, PASSWORD = "gina@example.com", "gina-Secret-6620"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def cli_env() -> dict[str, str]:

@@ -8,7 +8,6 @@ import http.server
 import io
 import ipaddress
 import json
-import socket
 import ssl
 import threading
 import time
@@ -24,6 +23,7 @@ from resontech_nb.config import TrainingConfig
 from resontech_nb.datasets import make_synthetic_shards
 from resontech_nb.errors import ManifestError, ResonTechError
 from resontech_nb.jobcode import rt_dataset, rt_https, rt_manifest, rt_zip
+from resontech_nb.poc_project import free_port as closed_port
 from resontech_nb.shard_making import make_shard, make_shard_from_folder
 from resontech_nb.shards import ShardSet, validate_shards
 
@@ -424,11 +424,6 @@ def tls(tmp_path: Path) -> Iterator[TLSServer]:
     yield server
     server.stop()
 
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_fetch_https_downloads_once_into_cache(tls: TLSServer, tmp_path: Path) -> None:
