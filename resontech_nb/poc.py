@@ -289,6 +289,7 @@ def _terminate_all(procs: list[psutil.Process]) -> None:
 
     for group in ([p for p in procs if is_watchdog(p)], [p for p in procs if not is_watchdog(p)]):
         stop_all(group, grace=5)
+        psutil.wait_procs(group, timeout=5)  # until the killed ones are gone too
 
 
 def cleanup(workspace: str | Path) -> None:

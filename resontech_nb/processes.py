@@ -38,14 +38,13 @@ def stop_all(procs: list[psutil.Process], grace: float = 5.0) -> None:
 
 
 def _kill_left(procs: list[psutil.Process], grace: float) -> None:
-    """SIGKILL those of ``procs`` still there after ``grace`` seconds, and wait (5 s at most) until they are gone."""
+    """SIGKILL those of ``procs`` still there after ``grace`` seconds (without waiting for them to be reaped)."""
     _, alive = psutil.wait_procs(procs, timeout=grace)
     for proc in alive:
         try:
             proc.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(alive, timeout=5)
 
 
 def stop_process_group(pid: int, create_time: float | None = None, grace: float = 10.0) -> None:
