@@ -4,20 +4,36 @@ from __future__ import annotations
 import __future__
 
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
+_WORKER_TMP = pytest.StashKey[str]()
+
 
 def pytest_configure(config):
-    """Job state and settings of the whole run stay out of the user's home (kernels and subprocesses inherit them)."""
-    if not os.environ.get("RESONTECH_NB_HOME"):
-        import tempfile
+    """Job state and settings of the whole run stay out of the user's home (kernels and subprocesses inherit them).
 
+    Each parallel worker gets a temp dir of its own, so a test that checks the temp dir for leftovers sees only
+    what its own worker made, not another worker's job build in flight.
+    """
+    if not os.environ.get("RESONTECH_NB_HOME"):
         os.environ["RESONTECH_NB_HOME"] = tempfile.mkdtemp(prefix="rt_home_")
     os.environ.setdefault("RESONTECH_NB_CONFIG", os.path.join(os.environ["RESONTECH_NB_HOME"], "no-config.toml"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        config.stash[_WORKER_TMP] = os.environ["TMPDIR"] = tempfile.mkdtemp(prefix=f"rt_tmp_{worker}_")
+        tempfile.tempdir = None  # the next gettempdir() reads TMPDIR again
+
+
+def pytest_unconfigure(config):
+    worker_tmp = config.stash.get(_WORKER_TMP, None)
+    if worker_tmp:
+        shutil.rmtree(worker_tmp, ignore_errors=True)
 
 
 @pytest.fixture
