@@ -19,7 +19,7 @@ sys.path.insert(0, str(HERE.parent))
 import torch.nn as nn  # noqa: E402
 
 from resontech_nb import FederationConfig, TrainingConfig, build_job, capture, make_synthetic_shards  # noqa: E402
-from resontech_nb.shards import validate_shards  # noqa: E402
+from resontech_nb.data.shards import validate_shards  # noqa: E402
 
 
 class SmallCNN(nn.Module):

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from resontech_nb.datasets import synthetic_image
+from resontech_nb.data.shards import check_images, make_shard
+from resontech_nb.data.synthetic import synthetic_image
 from resontech_nb.jobcode import rt_manifest
-from resontech_nb.shards import check_images, make_shard
 
 RESULTS = Path(__file__).resolve().parent / "results" / "image_check.json"
 

@@ -26,9 +26,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from resontech_nb.datasets import synthetic_image
+from resontech_nb.data.shards import IMAGE_EXTENSIONS, make_shard_from_folder
+from resontech_nb.data.synthetic import synthetic_image
 from resontech_nb.jobcode import rt_dataset, rt_manifest, rt_zip
-from resontech_nb.shards import IMAGE_EXTENSIONS, make_shard_from_folder
 
 RESULTS = Path(__file__).resolve().parent / "results" / "manifest_throughput.json"
 

@@ -21,13 +21,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from resontech_nb import jobbuilder  # noqa: E402
-from resontech_nb.config import FederationConfig, ResonTechConfig, TrainingConfig  # noqa: E402
-from resontech_nb.datasets import make_synthetic_shards  # noqa: E402
+from resontech_nb.config.settings import FederationConfig, ResonTechConfig, TrainingConfig  # noqa: E402
+from resontech_nb.data.shards import validate_shards  # noqa: E402
+from resontech_nb.data.synthetic import make_synthetic_shards  # noqa: E402
 from resontech_nb.platform import PlatformServer  # noqa: E402
 from resontech_nb.platform.loopback import EmbeddedS3, ForwardingProxy  # noqa: E402
-from resontech_nb.shards import validate_shards  # noqa: E402
 from resontech_nb.targets.base import BuiltJob  # noqa: E402
-from resontech_nb.targets.resontech import ResonTechTarget  # noqa: E402
+from resontech_nb.targets.resontech.target import ResonTechTarget  # noqa: E402
 
 MODEL = """
 import torch

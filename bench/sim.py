@@ -9,8 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from resontech_nb.targets.local import simulator_env  # noqa: E402
-from resontech_nb.targets.simulator import simulator_command as launcher_command  # noqa: E402
+from resontech_nb.targets.local.simulator import simulator_command as launcher_command  # noqa: E402
+from resontech_nb.targets.local.target import simulator_env  # noqa: E402
 
 
 def simulator_command(job_dir: Path, workspace: Path, sites: int = 2) -> list[str]:

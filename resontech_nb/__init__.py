@@ -9,7 +9,7 @@ from typing import Any
 
 # Imported eagerly (it is light): a lazy `capture` would be shadowed by the submodule of that name.
 from .capture import ModelSpec, capture
-from .config import FederationConfig, ResonTechConfig, TrainingConfig
+from .config.settings import FederationConfig, ResonTechConfig, TrainingConfig
 from .errors import ResonTechError
 
 __version__ = "0.1.0"
@@ -18,15 +18,15 @@ _LAZY = {
     "build_job": ("resontech_nb.api", "build_job"),
     "submit": ("resontech_nb.api", "submit"),
     "attach": ("resontech_nb.api", "attach"),
-    "Job": ("resontech_nb.job", "Job"),
-    "RoundRecord": ("resontech_nb.records", "RoundRecord"),
-    "make_shard": ("resontech_nb.shard_making", "make_shard"),
-    "make_shard_from_folder": ("resontech_nb.shard_making", "make_shard_from_folder"),
-    "validate_shards": ("resontech_nb.shards", "validate_shards"),
-    "make_synthetic_shards": ("resontech_nb.datasets", "make_synthetic_shards"),
+    "Job": ("resontech_nb.job.handle", "Job"),
+    "RoundRecord": ("resontech_nb.job.records", "RoundRecord"),
+    "make_shard": ("resontech_nb.data.making", "make_shard"),
+    "make_shard_from_folder": ("resontech_nb.data.making", "make_shard_from_folder"),
+    "validate_shards": ("resontech_nb.data.shards", "validate_shards"),
+    "make_synthetic_shards": ("resontech_nb.data.synthetic", "make_synthetic_shards"),
     "show_dashboard": ("resontech_nb.dashboard", "show_dashboard"),
     "list_jobs": ("resontech_nb.api", "list_jobs"),
-    "PocDeployment": ("resontech_nb.poc", "PocDeployment"),
+    "PocDeployment": ("resontech_nb.targets.nvflare.poc", "PocDeployment"),
 }
 
 
@@ -44,14 +44,14 @@ def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext resontech_nb``; also starts the clean process for preflight, so that it has imported torch
     by the time the first ``%%fl_model`` cell needs it."""
     from .capture.clean_process import warm_up
-    from .magics import register
+    from .notebook.magics import register
 
     register(ipython)
     warm_up()
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    from .magics import unregister
+    from .notebook.magics import unregister
 
     unregister(ipython)
 

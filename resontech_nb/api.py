@@ -12,15 +12,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import jobbuilder
-from .config import FederationConfig, ResonTechConfig, TrainingConfig, as_config
+from .building import builder as jobbuilder
+from .config.settings import FederationConfig, ResonTechConfig, TrainingConfig, as_config
 from .errors import JobBuildError, JobNotFoundError
-from .job import Job, jobs_home
+from .job.handle import Job, jobs_home
 from .targets import BuiltJob, check_job_id, get_target
 
 if TYPE_CHECKING:  # pragma: no cover
     from .capture import ModelSpec
-    from .shards import ShardSet
+    from .data.shards import ShardSet
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ ShardsArg = "str | Path | Sequence[str | Path] | ShardSet"
 
 
 def _shard_set(shards: Any, training: TrainingConfig) -> ShardSet:
-    from .shards import ShardSet, validate_shards
+    from .data.shards import ShardSet, validate_shards
 
     if isinstance(shards, ShardSet):
         return shards

@@ -31,8 +31,8 @@ from PIL import Image
 
 from resontech_nb import api
 from resontech_nb.capture import capture
-from resontech_nb.config import FederationConfig, ResonTechConfig
-from resontech_nb.datasets import make_synthetic_shards
+from resontech_nb.config.settings import FederationConfig, ResonTechConfig
+from resontech_nb.data.synthetic import make_synthetic_shards
 from resontech_nb.errors import (
     AuthError,
     ConfigError,
@@ -44,8 +44,8 @@ from resontech_nb.errors import (
     SubmitError,
 )
 from resontech_nb.platform import PlatformServer
-from resontech_nb.poc import PocDeployment
-from resontech_nb.poc_project import free_port as closed_port
+from resontech_nb.targets.nvflare.poc import PocDeployment
+from resontech_nb.targets.nvflare.poc_project import free_port as closed_port
 
 BUCKET = "bad-input"
 EMAIL = "erin@example.com"
@@ -650,7 +650,7 @@ def test_magic_login_with_a_wrong_password(ip, platform, s3, monkeypatch, aws_en
 def test_magic_submit_to_a_missing_bucket_or_closed_platform(ip, platform, s3, data, aws_env, setting, fix):
     ip.user_ns["fl_model"] = data.spec
     value = MISSING_BUCKET if setting == "s3_bucket" else f"http://127.0.0.1:{closed_port()}"
-    from resontech_nb.magics import FLMagics
+    from resontech_nb.notebook.magics import FLMagics
 
     magics = next(c for c in ip.configurables if isinstance(c, FLMagics))
     magics.resontech = magics.resontech.replace(password=PASSWORD)  # what %fl_login keeps in memory

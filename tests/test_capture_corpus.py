@@ -83,8 +83,8 @@ TRAINED = {
 @pytest.mark.parametrize("stem", sorted(TRAINED))
 def test_corpus_model_trains_two_rounds_on_the_local_target(ip, stem, tmp_path):
     from resontech_nb import submit
-    from resontech_nb.config import FederationConfig, TrainingConfig
-    from resontech_nb.datasets import make_synthetic_shards
+    from resontech_nb.config.settings import FederationConfig, TrainingConfig
+    from resontech_nb.data.synthetic import make_synthetic_shards
 
     spec = run_notebook(ip, CORPUS / f"{stem}.py")
     img_size, num_classes = TRAINED[stem]

@@ -8,7 +8,7 @@ import warnings
 import pytest
 
 from resontech_nb import FederationConfig, ResonTechConfig, TrainingConfig
-from resontech_nb.config import as_config
+from resontech_nb.config.settings import as_config
 from resontech_nb.errors import ConfigError
 
 SECRET = "s3cr3t-PASSWORD"

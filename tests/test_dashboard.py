@@ -27,8 +27,8 @@ from resontech_nb.dashboard.charts import column_quantiles
 from resontech_nb.dashboard.matrices import CELL_COLOURS, cross_site_matrix, paint_cells
 from resontech_nb.dashboard.series import TRAIN, VALIDATION, metric_series
 from resontech_nb.dashboard.snapshot import CELL_ABSENT, CELL_FAILED, CELL_TOOK_PART, NOT_RUN
-from resontech_nb.job import Job, JobState
-from resontech_nb.records import ClientRound, RoundRecord
+from resontech_nb.job.handle import Job, JobState
+from resontech_nb.job.records import ClientRound, RoundRecord
 
 CLIENTS = ["site-1", "site-2", "site-3"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -472,7 +472,7 @@ def test_mimebundle_holds_widget_png_text_and_records() -> None:
 
 
 def test_core_does_not_import_ipywidgets() -> None:
-    code = "import sys, resontech_nb.job, resontech_nb.dashboard; print('ipywidgets' in sys.modules)"
+    code = "import sys, resontech_nb.job.handle, resontech_nb.dashboard; print('ipywidgets' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -481,8 +481,8 @@ NOTEBOOK_CELL = textwrap.dedent(
     """
     import json
     from resontech_nb.dashboard import show_dashboard
-    from resontech_nb.job import Job, JobState
-    from resontech_nb.records import RoundRecord
+    from resontech_nb.job.handle import Job, JobState
+    from resontech_nb.job.records import RoundRecord
 
     class ReplayJob(Job):
         target = "replay"

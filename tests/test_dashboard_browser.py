@@ -24,7 +24,7 @@ import pytest
 import requests
 from kernels import write_kernelspec
 
-from resontech_nb.poc_project import free_port as _free_port
+from resontech_nb.targets.nvflare.poc_project import free_port as _free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

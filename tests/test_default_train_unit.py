@@ -21,8 +21,8 @@ import rt_default_train  # noqa: E402
 import rt_manifest  # noqa: E402
 import rt_zip  # noqa: E402
 
-from resontech_nb.datasets import make_synthetic_shards  # noqa: E402
-from resontech_nb.jobbuilder import JOBCODE_FILES  # noqa: E402
+from resontech_nb.building.builder import JOBCODE_FILES  # noqa: E402
+from resontech_nb.data.synthetic import make_synthetic_shards  # noqa: E402
 
 NUM_CLASSES = 4
 IMG = 16

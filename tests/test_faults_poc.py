@@ -16,13 +16,13 @@ import torch
 
 from resontech_nb.api import build_job
 from resontech_nb.capture import capture
-from resontech_nb.config import FederationConfig, ResonTechConfig, TrainingConfig
-from resontech_nb.datasets import make_synthetic_shards
-from resontech_nb.poc import PocDeployment
-from resontech_nb.processes import processes_using
-from resontech_nb.shards import validate_shards
+from resontech_nb.config.settings import FederationConfig, ResonTechConfig, TrainingConfig
+from resontech_nb.data.shards import validate_shards
+from resontech_nb.data.synthetic import make_synthetic_shards
 from resontech_nb.targets.base import BuiltJob
-from resontech_nb.targets.nvflare import NVFlareTarget
+from resontech_nb.targets.nvflare.poc import PocDeployment
+from resontech_nb.targets.nvflare.target import NVFlareTarget
+from resontech_nb.targets.processes import processes_using
 
 pytestmark = pytest.mark.slow
 TRAINING = TrainingConfig(img_size=16)

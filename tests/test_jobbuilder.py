@@ -13,7 +13,7 @@ import torch
 
 from resontech_nb import FederationConfig, TrainingConfig, build_job, capture, make_synthetic_shards, submit
 from resontech_nb.errors import AlgorithmWarning, JobBuildError
-from resontech_nb.jobbuilder import JOBCODE_DIR
+from resontech_nb.jobcode import JOBCODE_DIR
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_the_speed_knobs_reach_nvflare(tmp_path, shards):
 
 
 def test_local_sites_share_the_cores(monkeypatch):
-    from resontech_nb.targets.local import simulator_env
+    from resontech_nb.targets.local.target import simulator_env
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
@@ -164,7 +164,7 @@ def test_the_local_simulator_polls_briefly_but_otherwise_keeps_time(monkeypatch)
     import time
     import types
 
-    from resontech_nb.targets import simulator
+    from resontech_nb.targets.local import simulator
 
     slept = []
     monkeypatch.setattr(time, "sleep", slept.append)
@@ -177,14 +177,14 @@ def test_the_local_simulator_polls_briefly_but_otherwise_keeps_time(monkeypatch)
     assert runner.time.time() == pytest.approx(time.time(), abs=1.0) and runner.time.monotonic is time.monotonic
     assert time.sleep == slept.append  # the real module is untouched
     command = simulator.simulator_command("job", "ws", ["site-1", "site-2"])
-    assert command[1:3] == ["-m", "resontech_nb.targets.simulator"]
+    assert command[1:3] == ["-m", "resontech_nb.targets.local.simulator"]
     assert command[3:] == ["job", "-w", "ws", "-c", "site-1,site-2", "-t", "2"]
 
 
 def test_the_local_simulator_starts_its_site_workers_through_the_launcher(monkeypatch):
     import subprocess
 
-    from resontech_nb.targets import simulator
+    from resontech_nb.targets.local import simulator
 
     started = []
     monkeypatch.setattr(subprocess, "Popen", lambda args, *rest, **kwargs: started.append((args, kwargs)))
@@ -192,7 +192,7 @@ def test_the_local_simulator_starts_its_site_workers_through_the_launcher(monkey
     worker = ["/py", "-m", "nvflare.private.fed.app.simulator.simulator_worker", "-o", "ws", "--client", "site-1"]
     workers.Popen(worker, shell=False, env={"A": "1"})
     workers.Popen(["/py", "-m", "something.else"])
-    assert started[0] == (["/py", "-m", "resontech_nb.targets.simulator_site", *worker[3:]], {"shell": False,
+    assert started[0] == (["/py", "-m", "resontech_nb.targets.local.site_worker", *worker[3:]], {"shell": False,
                                                                                               "env": {"A": "1"}})
     assert started[1][0] == ["/py", "-m", "something.else"]
     assert workers.TimeoutExpired is subprocess.TimeoutExpired and workers.PIPE == subprocess.PIPE

@@ -12,7 +12,7 @@ import pytest
 import torch.nn as nn
 
 from resontech_nb import FederationConfig, TrainingConfig, attach, capture, make_synthetic_shards, submit
-from resontech_nb.processes import processes_using
+from resontech_nb.targets.processes import processes_using
 
 pytestmark = pytest.mark.slow
 
@@ -106,7 +106,7 @@ def test_a_forked_site_worker_takes_the_runners_arguments_environment_and_folder
 
     code = (
         "import json, os, sys\n"
-        "from resontech_nb.targets.simulator_site import become\n"
+        "from resontech_nb.targets.local.site_worker import become\n"
         "old = os.environ['PYTHONPATH']\n"
         "become(json.loads(sys.argv[1]))\n"
         "print(json.dumps({'path': sys.path[:2], 'old_gone': old not in sys.path, 'argv': sys.argv[1:],\n"
@@ -131,7 +131,7 @@ def test_a_forked_site_worker_takes_the_runners_arguments_environment_and_folder
 
 SITE_WORKERS_CHECK = """
 import json, os, sys
-from resontech_nb.targets.simulator import NVFLARE_SITE_WORKER, SITE_WORKER, SiteWorkers
+from resontech_nb.targets.local.simulator import NVFLARE_SITE_WORKER, SITE_WORKER, SiteWorkers
 
 HELP = [sys.executable, "-m", NVFLARE_SITE_WORKER, "--help"]  # exit 0 once the arguments are taken: else 2
 workers = SiteWorkers()
@@ -167,7 +167,7 @@ def test_the_runner_gets_a_forked_worker_or_a_new_one_and_an_unused_one_ends_wit
 
 def test_what_every_sites_training_imports_is_imported_once_before_the_sites_are_forked(tmp_path):
     from resontech_nb import build_job
-    from resontech_nb.targets.simulator import training_imports
+    from resontech_nb.targets.local.simulator import training_imports
 
     shards = make_synthetic_shards(tmp_path / "shards", n_clients=2, img_size=8, seed=1)
     default_loop = build_job(capture(TinyCNN), shards, out=tmp_path / "default")

@@ -18,11 +18,11 @@ import pytest
 from cells import cell, ok, usage_error  # noqa: F401
 
 from resontech_nb.capture import ModelSpec
-from resontech_nb.config import SECRET_FIELDS, FederationConfig, ResonTechConfig, TrainingConfig
-from resontech_nb.job import ABORTED, RUNNING, Job, JobState
-from resontech_nb.magic_settings import FIELD_HELP
-from resontech_nb.magics import FLMagics
-from resontech_nb.records import ClientRound, RoundRecord
+from resontech_nb.config.settings import SECRET_FIELDS, FederationConfig, ResonTechConfig, TrainingConfig
+from resontech_nb.job.handle import ABORTED, RUNNING, Job, JobState
+from resontech_nb.job.records import ClientRound, RoundRecord
+from resontech_nb.notebook.magics import FLMagics
+from resontech_nb.notebook.settings import FIELD_HELP
 
 JOBCODE = Path(__file__).resolve().parents[1] / "resontech_nb" / "jobcode"
 SECRET = "s3cr3t-PASSWORD"
@@ -190,7 +190,7 @@ def test_ipython_config_settings_apply_and_bad_ones_are_skipped(ipython_shell, c
     ipython_shell.config.FLMagics.batch_size = 0
     ipython_shell.config.FLMagics.target = "cloud"
     try:
-        with caplog.at_level(logging.WARNING, logger="resontech_nb.magic_settings"):
+        with caplog.at_level(logging.WARNING, logger="resontech_nb.notebook.settings"):
             ipython_shell.extension_manager.load_extension("resontech_nb")
         m = magics(ipython_shell)
         assert (m.num_rounds, m.federation.num_rounds) == (7, 7)
@@ -267,7 +267,7 @@ def test_unload_removes_the_magics(ipython_shell, clean_env):
 
 
 def test_fl_submit_build_only_writes_the_job_with_the_flags(with_model, tmp_path, capsys):
-    from resontech_nb.datasets import make_synthetic_shards
+    from resontech_nb.data.synthetic import make_synthetic_shards
 
     make_synthetic_shards(tmp_path / "shards", n_clients=2, img_size=8, samples_per_client=[4, 6])
     ok(

@@ -19,20 +19,20 @@ import pytest
 import requests
 import torch
 
-from resontech_nb import jobbuilder
-from resontech_nb.config import FederationConfig, ResonTechConfig, TrainingConfig
-from resontech_nb.datasets import make_synthetic_shards
+from resontech_nb.building import builder as jobbuilder
+from resontech_nb.config.settings import FederationConfig, ResonTechConfig, TrainingConfig
+from resontech_nb.data.shards import validate_shards
+from resontech_nb.data.synthetic import make_synthetic_shards
 from resontech_nb.errors import AuthError, JobNotFoundError
-from resontech_nb.job import jobs_home
+from resontech_nb.job.handle import jobs_home
 from resontech_nb.platform import PlatformServer
 from resontech_nb.platform.loopback import ForwardingProxy
-from resontech_nb.poc_project import free_port
-from resontech_nb.processes import processes_using
-from resontech_nb.rest import PlatformClient, token_cache_path
-from resontech_nb.shards import validate_shards
 from resontech_nb.targets.base import BuiltJob
-from resontech_nb.targets.local import LocalTarget
-from resontech_nb.targets.resontech import ResonTechTarget
+from resontech_nb.targets.local.target import LocalTarget
+from resontech_nb.targets.nvflare.poc_project import free_port
+from resontech_nb.targets.processes import processes_using
+from resontech_nb.targets.resontech.rest import PlatformClient, token_cache_path
+from resontech_nb.targets.resontech.target import ResonTechTarget
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("aws_env")]
 

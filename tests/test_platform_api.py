@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from resontech_nb.config import ResonTechConfig
+from resontech_nb.config.settings import ResonTechConfig
 from resontech_nb.errors import AuthError
 from resontech_nb.platform import PlatformServer
 from resontech_nb.platform.models import JobSpec
 from resontech_nb.platform.operations import OPERATIONS
 from resontech_nb.platform.throttle import ThrottleLimits
-from resontech_nb.rest import PlatformClient, token_cache_path
+from resontech_nb.targets.resontech.rest import PlatformClient, token_cache_path
 
 pytestmark = pytest.mark.usefixtures("aws_env")
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from resontech_nb.config import ResonTechConfig
-from resontech_nb.poc_project import free_port
-from resontech_nb.processes import processes_using
-from resontech_nb.storage import S3Storage, sha256_file
+from resontech_nb.config.settings import ResonTechConfig
+from resontech_nb.targets.nvflare.poc_project import free_port
+from resontech_nb.targets.processes import processes_using
+from resontech_nb.targets.resontech.storage import S3Storage, sha256_file
 
 pytestmark = [pytest.mark.slow]
 

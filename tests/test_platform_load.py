@@ -16,8 +16,8 @@ import torch
 
 from resontech_nb import api
 from resontech_nb.capture import capture
-from resontech_nb.config import FederationConfig, ResonTechConfig, TrainingConfig
-from resontech_nb.datasets import make_synthetic_shards
+from resontech_nb.config.settings import FederationConfig, ResonTechConfig, TrainingConfig
+from resontech_nb.data.synthetic import make_synthetic_shards
 from resontech_nb.errors import JobNotFoundError
 from resontech_nb.platform import PlatformServer
 

@@ -15,7 +15,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from resontech_nb.processes import processes_using
+from resontech_nb.targets.processes import processes_using
 
 pytestmark = pytest.mark.slow
 

@@ -22,17 +22,17 @@ import torch
 from resontech_nb.api import build_job
 from resontech_nb.api import submit as api_submit
 from resontech_nb.capture import capture
-from resontech_nb.config import FederationConfig, ResonTechConfig, TrainingConfig
-from resontech_nb.datasets import make_synthetic_shards
+from resontech_nb.config.settings import FederationConfig, ResonTechConfig, TrainingConfig
+from resontech_nb.data.shards import validate_shards
+from resontech_nb.data.synthetic import make_synthetic_shards
 from resontech_nb.errors import ConfigError, JobNotFoundError, SubmitError
 from resontech_nb.platform import PlatformServer
-from resontech_nb.poc import PocDeployment, PocError
-from resontech_nb.processes import processes_using
-from resontech_nb.shards import validate_shards
 from resontech_nb.targets.base import BuiltJob
-from resontech_nb.targets.local import LocalTarget
-from resontech_nb.targets.nvflare import NVFlareTarget
-from resontech_nb.targets.nvflare_job import map_status
+from resontech_nb.targets.local.target import LocalTarget
+from resontech_nb.targets.nvflare.job import map_status
+from resontech_nb.targets.nvflare.poc import PocDeployment, PocError
+from resontech_nb.targets.nvflare.target import NVFlareTarget
+from resontech_nb.targets.processes import processes_using
 
 TRAINING = TrainingConfig(img_size=16)
 
@@ -148,7 +148,7 @@ def test_attach_from_another_process(finished_jobs, poc, target, home):
     script = (
         "import json, sys\n"
         "from resontech_nb import ResonTechConfig\n"
-        "from resontech_nb.targets.nvflare import NVFlareTarget\n"
+        "from resontech_nb.targets.nvflare.target import NVFlareTarget\n"
         "kit, home, job_id = sys.argv[1:]\n"
         "job = NVFlareTarget(ResonTechConfig(nvflare_startup_kit=kit), home=home).attach(job_id)\n"
         "print(json.dumps({'status': job.status, 'rounds': len(job.rounds), 'w': job.result()['w'].tolist()}))\n"

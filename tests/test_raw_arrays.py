@@ -18,7 +18,7 @@ from nvflare.apis.dxo import DXO, DataKind, from_shareable
 from nvflare.app_common.app_constant import AlgorithmConstants, AppConstants
 from nvflare.fuel.utils import fobs
 
-from resontech_nb.jobbuilder import JOBCODE_DIR
+from resontech_nb.jobcode import JOBCODE_DIR
 
 if str(JOBCODE_DIR) not in sys.path:  # as in a job's custom/ folder: rt_wire imports its siblings top-level
     sys.path.insert(0, str(JOBCODE_DIR))
@@ -208,7 +208,7 @@ def test_each_piece_frees_what_the_transport_kept_of_earlier_pieces():
     import json
     import subprocess
 
-    from resontech_nb.jobbuilder import JOBCODE_DIR as jobcode
+    from resontech_nb.jobcode import JOBCODE_DIR as jobcode
 
     done = subprocess.run(
         [sys.executable, "-c", PIECES_CHECK, str(jobcode)], capture_output=True, text=True, timeout=120
@@ -248,7 +248,7 @@ def test_a_site_gives_the_memory_of_freed_pieces_back_to_the_system():
     import json
     import subprocess
 
-    from resontech_nb.jobbuilder import JOBCODE_DIR as jobcode
+    from resontech_nb.jobcode import JOBCODE_DIR as jobcode
 
     done = subprocess.run([sys.executable, "-c", TRIM_CHECK, str(jobcode)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-3000:]

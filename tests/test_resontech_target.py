@@ -17,10 +17,10 @@ from nbclient import NotebookClient
 
 from resontech_nb import api
 from resontech_nb.capture import capture
-from resontech_nb.config import FederationConfig, ResonTechConfig, TrainingConfig
-from resontech_nb.datasets import make_synthetic_shards
+from resontech_nb.config.settings import FederationConfig, ResonTechConfig, TrainingConfig
+from resontech_nb.data.synthetic import make_synthetic_shards
 from resontech_nb.errors import AuthError
-from resontech_nb.job import jobs_home
+from resontech_nb.job.handle import jobs_home
 from resontech_nb.platform import PlatformServer
 from resontech_nb.platform.loopback import ForwardingProxy
 

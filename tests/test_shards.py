@@ -19,13 +19,13 @@ import pytest
 import torch
 from PIL import Image
 
-from resontech_nb.config import TrainingConfig
-from resontech_nb.datasets import make_synthetic_shards
+from resontech_nb.config.settings import TrainingConfig
+from resontech_nb.data.making import make_shard, make_shard_from_folder
+from resontech_nb.data.shards import ShardSet, validate_shards
+from resontech_nb.data.synthetic import make_synthetic_shards
 from resontech_nb.errors import ManifestError, ResonTechError
 from resontech_nb.jobcode import rt_dataset, rt_https, rt_manifest, rt_zip
-from resontech_nb.poc_project import free_port as closed_port
-from resontech_nb.shard_making import make_shard, make_shard_from_folder
-from resontech_nb.shards import ShardSet, validate_shards
+from resontech_nb.targets.nvflare.poc_project import free_port as closed_port
 
 
 def png_bytes(colour: tuple[int, int, int] = (200, 30, 30), size: int = 8) -> bytes:

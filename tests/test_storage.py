@@ -13,10 +13,10 @@ import zipfile
 import boto3
 import pytest
 
-from resontech_nb.config import ResonTechConfig
+from resontech_nb.config.settings import ResonTechConfig
 from resontech_nb.errors import StorageError
 from resontech_nb.platform.loopback import ForwardingProxy
-from resontech_nb.storage import MiB, S3Storage, sha256_file, zip_dir_deterministic
+from resontech_nb.targets.resontech.storage import MiB, S3Storage, sha256_file, zip_dir_deterministic
 
 pytestmark = pytest.mark.usefixtures("aws_env")
 BUCKET = "storage-tests"

@@ -29,7 +29,7 @@ from .snapshot import DashboardSnapshot, take_snapshot
 from .text import render_text, rounds_table, status_line
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..job import Job
+    from ..job.handle import Job
     from .widgets import DashboardView
 
 log = logging.getLogger(__name__)

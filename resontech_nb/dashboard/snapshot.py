@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..records import ABSENT, FAILED, TOOK_PART, RoundRecord, scalar_metrics
+from ..job.records import ABSENT, FAILED, TOOK_PART, RoundRecord, scalar_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..job import Job
+    from ..job.handle import Job
 
 FINAL_STATES = ("FINISHED", "FAILED", "ABORTED")
 QUEUED = "QUEUED"  # a platform whose worker pool is busy: accepted, waiting to start

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..errors import JobNotFoundError
-from ..job import QUEUED
+from ..job.handle import QUEUED
 from . import models as m
 from .openapi import openapi_schema
 from .operations import API, OPERATIONS

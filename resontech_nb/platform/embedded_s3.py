@@ -170,7 +170,7 @@ class EmbeddedS3:
     @staticmethod
     def _stop_orphans(dir_flag: str) -> None:
         """A server left running on this data by a platform that was killed (SIGKILL) is stopped first."""
-        from ..processes import processes_using, terminate
+        from ..targets.processes import processes_using, terminate
 
         for proc in processes_using(dir_flag):
             try:

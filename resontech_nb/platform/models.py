@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from ..job import ABORTED, FAILED, FINISHED, QUEUED, RUNNING, SUBMITTED
+from ..job.handle import ABORTED, FAILED, FINISHED, QUEUED, RUNNING, SUBMITTED
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
@@ -89,7 +89,7 @@ class JobList(_Response):
 
 
 class Round(BaseModel):
-    """One finished round: see ``resontech_nb.records.RoundRecord`` for every field."""
+    """One finished round: see ``resontech_nb.job.records.RoundRecord`` for every field."""
 
     model_config = ConfigDict(extra="allow")
     round: int

@@ -21,11 +21,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ..config import FederationConfig, ResonTechConfig, TrainingConfig
+from ..config.settings import FederationConfig, ResonTechConfig, TrainingConfig
 from ..errors import JobNotFoundError, ResonTechError
-from ..job import ABORTED, FAILED, FINAL_STATES, FINISHED, QUEUED, RUNNING, SUBMITTED, Job
-from ..records import RoundRecord
-from ..storage import S3Storage
+from ..job.handle import ABORTED, FAILED, FINAL_STATES, FINISHED, QUEUED, RUNNING, SUBMITTED, Job
+from ..job.records import RoundRecord
+from ..targets.resontech.storage import S3Storage
 from .store import JobRow, Store
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class JobRunner:
     def _target(self) -> Any:
         if self.on_deployment:
             if self._deployment is None:
-                from ..targets.nvflare import NVFlareTarget
+                from ..targets.nvflare.target import NVFlareTarget
 
                 self._deployment = NVFlareTarget(
                     ResonTechConfig(
@@ -71,7 +71,7 @@ class JobRunner:
                     )
                 )
             return self._deployment
-        from ..targets.local import LocalTarget
+        from ..targets.local.target import LocalTarget
 
         return LocalTarget(ResonTechConfig(), home=self.nvflare_home)
 
@@ -176,7 +176,7 @@ class JobRunner:
             self.store.update_job(job.id, status=FAILED, error=f"{type(exc).__name__}: {exc}")
 
     def _prepare(self, job: JobRow) -> Any:
-        from ..jobbuilder import read_job_info, set_shards
+        from ..building.builder import read_job_info, set_shards
         from ..targets.base import BuiltJob
 
         work = self.data_dir / "jobs" / job.id

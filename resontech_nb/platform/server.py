@@ -10,7 +10,7 @@ import logging
 import threading
 from pathlib import Path
 
-from ..config import ResonTechConfig
+from ..config.settings import ResonTechConfig
 from .app import create_app
 from .runner import JobRunner
 from .store import TOKEN_TTL_S, Store

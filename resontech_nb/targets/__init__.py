@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import importlib
 
-from ..config import ResonTechConfig
+from ..config.settings import ResonTechConfig
 from ..errors import ConfigError
 from .base import BuiltJob, Target, check_job_id
 
 TARGETS: dict[str, str] = {
-    "local": "resontech_nb.targets.local:LocalTarget",
-    "nvflare": "resontech_nb.targets.nvflare:NVFlareTarget",
-    "resontech": "resontech_nb.targets.resontech:ResonTechTarget",
+    "local": "resontech_nb.targets.local.target:LocalTarget",
+    "nvflare": "resontech_nb.targets.nvflare.target:NVFlareTarget",
+    "resontech": "resontech_nb.targets.resontech.target:ResonTechTarget",
 }
 
 

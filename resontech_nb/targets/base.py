@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from ..config import FederationConfig, ResonTechConfig, TrainingConfig
+from ..config.settings import FederationConfig, ResonTechConfig, TrainingConfig
 from ..errors import JobNotFoundError
-from ..job import Job
+from ..job.handle import Job
 
 # What every target's job ids look like: a name, a timestamp and a random tail, no path separators.
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")

@@ -1,0 +1,166 @@
+"""NVFlare's simulator as the local target starts it: the same runner and site workers, their polls made short.
+
+NVFlare 2.9's simulator runner (``simulator_runner.py``) waits in fixed steps while a job starts: it checks
+every 1.0 s whether the server app has started, each client thread sleeps 1 s before its first site, and it
+retries the connection to each site's new process every 1.0 s. All three are polls of something that is
+usually ready in a fraction of that, so a tiny job spent about 2 s of its start-up in them. Here every
+sleep in that module is cut to ``POLL_S``: the simulator notices sooner, it does nothing else differently.
+Its server also waits a fixed 0.5 s after starting each listener of its own (``connector_manager.py``,
+"to wait for listener ready"); the listener is up in milliseconds here, and nothing connects to it for
+another second, so that wait is cut to ``LISTENER_WAIT_S``.
+
+Each site runs in a worker process (``simulator_worker.py``) that, when it asks for the next round's task
+before the server has made it, sleeps a fixed 0.5 s before asking again: a round then starts up to 0.5 s
+late, and once a site falls into that rhythm it tends to stay there. Before its first task, the site's
+client runner (``client_runner.py``) also sleeps 0.5 s before it first asks the server whether the run has
+started, which it has. The runner here starts each worker as ``python -m resontech_nb.targets.local.site_worker``
+instead, NVFlare's worker with the sleeps of both modules cut to ``SITE_POLL_S`` (the same as the job's
+default ``task_request_interval``).
+
+The runner starts a site's worker only once its server app is up, and each worker then spends more than a
+second importing torch and NVFlare before it can connect, as the runner's process did before it. So this
+process imports them once, before NVFlare forks the runner's process from it, and the runner's process
+forks each site's worker first thing (``site_fork``): the worker waits for the arguments, environment and
+working folder the runner gives it when it would have started it (``SiteWorkers.Popen``), and runs from
+there as that worker. Neither the server nor a site imports torch again: a tiny two-site job used 6.7
+CPU-seconds, 4 of them three imports of torch and NVFlare. Likewise ``torch._dynamo``, which a torch optimizer
+imports when the first one is made (1.5 CPU-seconds in every site's first round), when the job's training makes
+one (``training_imports``).
+
+Run as ``python -m resontech_nb.targets.local.simulator <the arguments of NVFlare's simulator>``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+
+from .site_fork import ForkedSite
+
+POLL_S = 0.05
+LISTENER_WAIT_S = 0.1
+SITE_POLL_S = 0.1
+NVFLARE_SITE_WORKER = "nvflare.private.fed.app.simulator.simulator_worker"
+SITE_WORKER = "resontech_nb.targets.local.site_worker"
+
+
+class ShortPolls(types.ModuleType):
+    """The ``time`` module as one module sees it: the same, except that no sleep is longer than ``poll_s``."""
+
+    def __init__(self, poll_s: float) -> None:
+        super().__init__("time")
+        self.poll_s = poll_s
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(min(seconds, self.poll_s))
+
+
+def shorten_polls(module: types.ModuleType, poll_s: float = POLL_S) -> None:
+    """Make every ``time.sleep`` in ``module`` at most ``poll_s`` (its other uses of ``time`` are unchanged)."""
+    module.time = ShortPolls(poll_s)
+
+
+class SiteWorkers(types.ModuleType):
+    """The ``subprocess`` module as the runner sees it: the same, except that a site's worker is ours, one of
+    those forked ahead (``fork_ahead``) while any is left, else started then."""
+
+    def __init__(self) -> None:
+        super().__init__("subprocess")
+        self._ahead: list[ForkedSite] = []
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str):
+        return getattr(subprocess, name)
+
+    def fork_ahead(self, count: int) -> None:
+        """Fork ``count`` site workers from this process; each waits for its arguments."""
+        with self._lock:
+            for _ in range(count):
+                self._ahead.append(ForkedSite(others=self._ahead))
+
+    def Popen(self, args, *rest, **kwargs):  # noqa: N802 (subprocess's name)
+        args = list(args)
+        if args[1:3] != ["-m", NVFLARE_SITE_WORKER]:
+            return subprocess.Popen(args, *rest, **kwargs)
+        arguments = {"argv": args[3:], "env": kwargs.get("env") or dict(os.environ), "cwd": os.getcwd()}
+        while True:
+            with self._lock:
+                worker = self._ahead.pop(0) if self._ahead else None
+            if worker is None:
+                args[2] = SITE_WORKER
+                return subprocess.Popen(args, *rest, **kwargs)
+            if worker.hand_over(arguments):
+                return worker
+
+
+def fork_sites_ahead(runner_class: type, workers: SiteWorkers, count: int) -> None:
+    """Make the runner's process fork ``count`` site workers first thing (NVFlare forks that process from this)."""
+    run_main = runner_class.simulator_run_main
+
+    def simulator_run_main(runner):
+        workers.fork_ahead(count)  # before the runner starts any thread
+        return run_main(runner)
+
+    runner_class.simulator_run_main = simulator_run_main
+
+
+def training_imports(job_folder: str | Path) -> tuple[str, ...]:
+    """What every site's training will import, so that it is imported once, before the sites are forked.
+
+    A torch optimizer imports ``torch._dynamo`` when the first one is made: 1.5 CPU-seconds here, in every site's
+    first round. The job's ``model_def.py`` says whether its training makes one (the default loop does).
+    """
+    for model_def in Path(job_folder).glob("*/custom/model_def.py"):
+        try:
+            source = model_def.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if "optim" in source or "rt_default_train" in source:
+            return ("torch._dynamo",)
+    return ()
+
+
+def simulator_command(job_folder: str | Path, workspace: str | Path, sites: list[str]) -> list[str]:
+    """The command that runs ``job_folder`` with one process per site, each site at once."""
+    return [
+        sys.executable, "-m", "resontech_nb.targets.local.simulator", str(job_folder),
+        "-w", str(workspace), "-c", ",".join(sites), "-t", str(len(sites)),
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import importlib
+
+    import torch  # noqa: F401 - once, for the server and every site's worker: NVFlare and we fork them from here
+    from nvflare.fuel.f3.cellnet import connector_manager
+    from nvflare.private.fed.app.simulator import simulator, simulator_runner, simulator_worker  # noqa: F401
+    from nvflare.private.fed.app.utils import version_check
+    from nvflare.private.fed.client import client_runner  # noqa: F401 - a site's, likewise
+
+    version_check()
+    shorten_polls(simulator_runner)
+    shorten_polls(connector_manager, LISTENER_WAIT_S)
+    parser = argparse.ArgumentParser(prog="python -m resontech_nb.targets.local.simulator")
+    simulator.define_simulator_parser(parser)
+    args = parser.parse_args(argv)
+    for name in training_imports(args.job_folder):
+        importlib.import_module(name)
+    workers = SiteWorkers()
+    simulator_runner.subprocess = workers
+    sites = [name for name in (args.clients or "").split(",") if name]
+    if sites:  # each client thread runs one site's worker at a time
+        fork_sites_ahead(simulator_runner.SimulatorRunner, workers, min(len(sites), args.threads or 1))
+    return simulator.run_simulator(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

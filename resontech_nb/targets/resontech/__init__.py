@@ -1,0 +1,1 @@
+"""The resontech target: shards and job files to S3, the job to the platform's REST API."""
