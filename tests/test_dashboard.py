@@ -28,7 +28,7 @@ from resontech_nb.dashboard.matrices import CELL_COLOURS, cross_site_matrix, pai
 from resontech_nb.dashboard.series import TRAIN, VALIDATION, metric_series
 from resontech_nb.dashboard.snapshot import CELL_ABSENT, CELL_FAILED, CELL_TOOK_PART, NOT_RUN
 from resontech_nb.job.handle import Job, JobState
-from resontech_nb.job.records import ClientRound, RoundRecord
+from resontech_nb.records.rounds import ClientRound, RoundRecord
 
 CLIENTS = ["site-1", "site-2", "site-3"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -482,7 +482,7 @@ NOTEBOOK_CELL = textwrap.dedent(
     import json
     from resontech_nb.dashboard import show_dashboard
     from resontech_nb.job.handle import Job, JobState
-    from resontech_nb.job.records import RoundRecord
+    from resontech_nb.records.rounds import RoundRecord
 
     class ReplayJob(Job):
         target = "replay"

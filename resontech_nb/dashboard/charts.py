@@ -17,7 +17,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
-from ..job.records import FAILED
+from ..records.rounds import FAILED
 from .canvas import GRID_LINE, LEGEND, BlitFigure, nice_limits, placeholder, style_axes
 from .series import KIND_TITLES, VALIDATION, MetricSeries
 from .snapshot import DashboardSnapshot

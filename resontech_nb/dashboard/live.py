@@ -29,7 +29,6 @@ from .snapshot import DashboardSnapshot, take_snapshot
 from .text import render_text, rounds_table, status_line
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..job.handle import Job
     from .widgets import DashboardView
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ class Dashboard:
 
     publish_interval = 3.0
 
-    def __init__(self, job: Job, *, poll_interval: float | None = None, widgets: bool | None = None) -> None:
+    def __init__(self, job: Any, *, poll_interval: float | None = None, widgets: bool | None = None) -> None:
         self.job = job
         self.poll_interval = float(poll_interval or getattr(job, "poll_interval", 1.0) or 1.0)
         self.pictures = DashboardPictures()
@@ -267,7 +266,7 @@ class Dashboard:
         self.refresh()
 
 
-def show_dashboard(job: Job, wait: bool = False, display: bool = True) -> Dashboard:
+def show_dashboard(job: Any, wait: bool = False, display: bool = True) -> Dashboard:
     """Show the live dashboard of ``job`` under the current cell.
 
     ``wait=True`` blocks until the job ends, updating the same display from this thread.

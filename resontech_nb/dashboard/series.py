@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..job.records import FAILED, RoundRecord
+from ..records.rounds import FAILED, RoundRecord
 from .snapshot import DashboardSnapshot
 
 TRAIN = "train"

@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from ..job.records import ABSENT, FAILED, TOOK_PART, RoundRecord, scalar_metrics
+from ..records.rounds import ABSENT, FAILED, TOOK_PART, RoundRecord, scalar_metrics
+from ..records.status import FINAL_STATES, QUEUED
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..job.handle import Job
-
-FINAL_STATES = ("FINISHED", "FAILED", "ABORTED")
-QUEUED = "QUEUED"  # a platform whose worker pool is busy: accepted, waiting to start
+__all__ = ["FINAL_STATES", "QUEUED", "DashboardSnapshot", "as_snapshot", "take_snapshot"]
 
 # Cell codes of the participation grid (client x round).
 NOT_RUN = 0
@@ -188,38 +185,27 @@ def as_snapshot(value: DashboardSnapshot | Mapping[str, Any]) -> DashboardSnapsh
     return value if isinstance(value, DashboardSnapshot) else DashboardSnapshot.from_dict(value)
 
 
-def take_snapshot(job: Job, *, ended_at: float | None = None) -> DashboardSnapshot:
-    """Ask the job for its state and records once.
+def take_snapshot(job: Any, *, ended_at: float | None = None) -> DashboardSnapshot:
+    """Ask the job (a ``Job``: anything with ``observe()``, ``id``, ``num_rounds``, ``clients``) for its state once.
 
     ``ended_at`` freezes the elapsed time once the job has ended.
     """
-    state = job.refresh()
-    # refresh() has just fetched the records; reading them through ``job.rounds`` would poll the target again.
-    held = getattr(job, "_rounds", None)
-    rounds: Sequence[RoundRecord] = held if held is not None else job.rounds
-    # A handle made by attach() starts its clock late; the first round's start is then earlier.
-    starts = [t for t in (getattr(job, "submitted_at", None), *(r.started_at for r in rounds[:1])) if t is not None]
-    started = min(starts) if starts else None
-    # Likewise the evaluation (best round, cross-site) that refresh() has just read.
-    evaluation = getattr(job, "_evaluation", None)
-    if evaluation is None:
-        evaluation = {"best_round": job.best_round, "cross_site": job.cross_site}
-    best = evaluation.get("best_round")
+    seen = job.observe()
     elapsed = None
-    if started is not None:
-        elapsed = max(0.0, (ended_at if ended_at is not None else time.time()) - started)
+    if seen.started_at is not None:
+        elapsed = max(0.0, (ended_at if ended_at is not None else time.time()) - seen.started_at)
     return DashboardSnapshot(
-        status=state.status,
+        status=seen.state.status,
         num_rounds=int(job.num_rounds or 0),
         clients=tuple(job.clients or ()),
-        rounds=tuple(rounds),
+        rounds=tuple(seen.rounds),
         job_id=str(job.id),
         name=str(getattr(job, "name", "") or ""),
         target=str(getattr(job, "target", "") or ""),
-        error=state.error,
+        error=seen.state.error,
         elapsed_s=elapsed,
-        best_round=None if best is None else int(best),
-        cross_site=_cross_site(evaluation.get("cross_site")),
+        best_round=seen.best_round,
+        cross_site=_cross_site(seen.cross_site),
     )
 
 

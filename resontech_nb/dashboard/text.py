@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..job.records import ABSENT, FAILED, TOOK_PART, RoundRecord
+from ..records.rounds import ABSENT, FAILED, TOOK_PART, RoundRecord
 from .snapshot import QUEUED, DashboardSnapshot, as_snapshot, format_duration, format_loss, format_round_duration
 
 # Up to this many clients get a column each; beyond it the table shows counts.

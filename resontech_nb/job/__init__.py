@@ -1,6 +1,5 @@
-"""The job handle every target returns (status, wait, rounds, result, abort) and its round records."""
+"""The job handle every target returns: status, wait, rounds, result, abort, dashboard."""
 
 from .handle import Job
-from .records import ClientRound, RoundRecord
 
-__all__ = ["ClientRound", "Job", "RoundRecord"]
+__all__ = ["Job"]

@@ -15,19 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, JobFailedError, JobNotFoundError
-from .records import RoundRecord, history_rows, participation_notes
+from ..records.rounds import RoundRecord, history_rows, participation_notes
+from ..records.status import ABORTED, ACTIVE_STATES, FINAL_STATES, FINISHED, QUEUED, RUNNING, SUBMITTED
+
+__all__ = ["ACTIVE_STATES", "FINAL_STATES", "QUEUED", "RUNNING", "Job", "JobObservation", "JobState", "jobs_home"]
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-QUEUED = "QUEUED"
-SUBMITTED = "SUBMITTED"
-RUNNING = "RUNNING"
-FINISHED = "FINISHED"
-FAILED = "FAILED"
-ABORTED = "ABORTED"
-ACTIVE_STATES = (QUEUED, SUBMITTED, RUNNING)
-FINAL_STATES = (FINISHED, FAILED, ABORTED)
 
 
 @dataclass(frozen=True)
@@ -35,6 +30,17 @@ class JobState:
     status: str
     error: str | None = None
     note: str | None = None  # something a finished job wants the user to know, e.g. a site it lost
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    """One look at a job: its state, records and evaluation as fetched together (what a view draws)."""
+
+    state: JobState
+    rounds: tuple[RoundRecord, ...]
+    best_round: int | None
+    cross_site: dict[str, Any]
+    started_at: float | None
 
 
 _WRITABLE_HOMES: set[Path] = set()
@@ -115,6 +121,21 @@ class Job(ABC):
             self._rounds = self._fetch_rounds()
             self._evaluation = self._fetch_evaluation() or self._evaluation
         return self._state
+
+    def observe(self) -> JobObservation:
+        """Poll the target once and return the state, records and evaluation from that one poll."""
+        state = self.refresh()
+        rounds = tuple(self._rounds)
+        # A handle made by attach() starts its clock late; the first round's start is then earlier.
+        starts = [t for t in (self.submitted_at, *(r.started_at for r in rounds[:1])) if t is not None]
+        best = self._evaluation.get("best_round")
+        return JobObservation(
+            state=state,
+            rounds=rounds,
+            best_round=None if best is None else int(best),
+            cross_site=dict(self._evaluation.get("cross_site") or {}),
+            started_at=min(starts) if starts else None,
+        )
 
     @property
     def status(self) -> str:

@@ -89,7 +89,7 @@ class JobList(_Response):
 
 
 class Round(BaseModel):
-    """One finished round: see ``resontech_nb.job.records.RoundRecord`` for every field."""
+    """One finished round: see ``resontech_nb.records.rounds.RoundRecord`` for every field."""
 
     model_config = ConfigDict(extra="allow")
     round: int

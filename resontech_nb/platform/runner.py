@@ -24,7 +24,7 @@ from typing import Any
 from ..config.settings import FederationConfig, ResonTechConfig, TrainingConfig
 from ..errors import JobNotFoundError, ResonTechError
 from ..job.handle import ABORTED, FAILED, FINAL_STATES, FINISHED, QUEUED, RUNNING, SUBMITTED, Job
-from ..job.records import RoundRecord
+from ..records.rounds import RoundRecord
 from ..targets.resontech.storage import S3Storage
 from .store import JobRow, Store
 

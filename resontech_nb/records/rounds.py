@@ -124,9 +124,7 @@ class RoundRecord:
             metrics = weighted_mean((c.metrics, c.samples) for c in clients.values() if c.took_part)
         validation = scalar_metrics(data.get("validation"))
         if not validation:
-            validation = weighted_mean(
-                (c.validation, c.validation_samples) for c in clients.values() if c.validation
-            )
+            validation = weighted_mean((c.validation, c.validation_samples) for c in clients.values() if c.validation)
         loss = data.get("global_loss", metrics.get("loss"))
         return cls(
             round=int(data["round"]),
