@@ -36,36 +36,15 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import types
 from pathlib import Path
 
+from .polls import shorten_polls
 from .site_fork import ForkedSite
 
-POLL_S = 0.05
 LISTENER_WAIT_S = 0.1
-SITE_POLL_S = 0.1
 NVFLARE_SITE_WORKER = "nvflare.private.fed.app.simulator.simulator_worker"
 SITE_WORKER = "resontech_nb.targets.local.site_worker"
-
-
-class ShortPolls(types.ModuleType):
-    """The ``time`` module as one module sees it: the same, except that no sleep is longer than ``poll_s``."""
-
-    def __init__(self, poll_s: float) -> None:
-        super().__init__("time")
-        self.poll_s = poll_s
-
-    def __getattr__(self, name: str):
-        return getattr(time, name)
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(min(seconds, self.poll_s))
-
-
-def shorten_polls(module: types.ModuleType, poll_s: float = POLL_S) -> None:
-    """Make every ``time.sleep`` in ``module`` at most ``poll_s`` (its other uses of ``time`` are unchanged)."""
-    module.time = ShortPolls(poll_s)
 
 
 class SiteWorkers(types.ModuleType):

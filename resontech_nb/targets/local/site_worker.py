@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .simulator import SITE_POLL_S, shorten_polls
+from .polls import SITE_POLL_S, shorten_polls
 
 
 def run_worker() -> int:

@@ -21,8 +21,8 @@ import psutil
 
 from ...errors import JobNotFoundError, SubmitError
 from ...job.handle import ABORTED, FAILED, FINISHED, RUNNING, Job, JobState, jobs_home
-from ...job.records import RoundRecord, parse_lines
 from ...jobcode import rt_files
+from ...records.rounds import RoundRecord, parse_lines
 from ..base import BuiltJob, Target
 from ..processes import processes_using, stop_all, stop_process_group
 from .simulator import simulator_command
