@@ -27,7 +27,7 @@ from urllib3.util.retry import Retry
 from ...config.settings import ResonTechConfig
 from ...errors import AuthError, ConfigError, JobNotFoundError, PlatformError
 from ...job.handle import jobs_home
-from ...job.records import RoundRecord
+from ...records.rounds import RoundRecord
 
 log = logging.getLogger(__name__)
 

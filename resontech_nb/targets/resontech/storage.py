@@ -23,7 +23,7 @@ from typing import Any
 
 from ...config.settings import ResonTechConfig
 from ...errors import StorageError
-from .storage_errors import RETRIES, checksum_unsupported, http_status, storage_error
+from .s3_failures import RETRIES, checksum_unsupported, http_status, storage_error
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from ...errors import AuthError
 from ...job.handle import Job, JobState, jobs_home
-from ...job.records import RoundRecord
+from ...records.rounds import RoundRecord
 from ..base import BuiltJob, Target
 from .rest import PlatformClient
 from .storage import S3Storage, UploadReport
