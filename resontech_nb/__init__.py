@@ -19,7 +19,7 @@ _LAZY = {
     "submit": ("resontech_nb.api", "submit"),
     "attach": ("resontech_nb.api", "attach"),
     "Job": ("resontech_nb.job.handle", "Job"),
-    "RoundRecord": ("resontech_nb.job.records", "RoundRecord"),
+    "RoundRecord": ("resontech_nb.records.rounds", "RoundRecord"),
     "make_shard": ("resontech_nb.data.making", "make_shard"),
     "make_shard_from_folder": ("resontech_nb.data.making", "make_shard_from_folder"),
     "validate_shards": ("resontech_nb.data.shards", "validate_shards"),
@@ -36,8 +36,15 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         module_name, attr = _LAZY[name]
-        return getattr(importlib.import_module(module_name), attr)
+        value = getattr(importlib.import_module(module_name), attr)
+        globals()[name] = value  # found once; help() and completion see the real object from then on
+        return value
     raise AttributeError(f"module 'resontech_nb' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """Every public name, the lazy ones included, so that ``dir(rt)`` and IPython's completion list the API."""
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def load_ipython_extension(ipython: Any) -> None:
