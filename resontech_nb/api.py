@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .building import builder as jobbuilder
+from .building import builder
 from .config.settings import FederationConfig, ResonTechConfig, TrainingConfig, as_config
 from .errors import JobBuildError, JobNotFoundError
 from .job.handle import Job, jobs_home
@@ -66,7 +66,7 @@ def _build(
     initial_weights: Mapping[str, Any] | None = None,
 ) -> Path:
     try:
-        return jobbuilder.build_job(spec, shard_set, training, federation, out, executor, persistor, initial_weights)
+        return builder.build_job(spec, shard_set, training, federation, out, executor, persistor, initial_weights)
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         raise JobBuildError(

@@ -20,9 +20,9 @@ from cells import cell, ok, usage_error  # noqa: F401
 from resontech_nb.capture import ModelSpec
 from resontech_nb.config.settings import SECRET_FIELDS, FederationConfig, ResonTechConfig, TrainingConfig
 from resontech_nb.job.handle import ABORTED, RUNNING, Job, JobState
-from resontech_nb.job.records import ClientRound, RoundRecord
 from resontech_nb.notebook.magics import FLMagics
-from resontech_nb.notebook.settings import FIELD_HELP
+from resontech_nb.notebook.settings import SUBMIT_FLAGS
+from resontech_nb.records.rounds import ClientRound, RoundRecord
 
 JOBCODE = Path(__file__).resolve().parents[1] / "resontech_nb" / "jobcode"
 SECRET = "s3cr3t-PASSWORD"
@@ -165,7 +165,7 @@ def test_config_magic_sets_traits_that_reach_the_session_configs(ip, capsys):
 
 
 def test_every_config_field_but_the_password_is_a_setting_with_help(ip, capsys):
-    """A field added to a config class becomes a trait; without a line in FIELD_HELP this fails."""
+    """A field added to a config class becomes a trait, with the help its ``setting(...)`` declares."""
     traits = FLMagics.class_traits(config=True)
     kinds = {"int": int, "float": float, "str": str, "bool": bool}
     ok(ip, "%config FLMagics")
@@ -178,10 +178,16 @@ def test_every_config_field_but_the_password_is_a_setting_with_help(ip, capsys):
                 assert f.name not in traits
                 continue
             trait = traits[f.name]
-            assert trait.help.strip(), f"{cls.__name__}.{f.name} has no help: add it to FIELD_HELP in magic_settings.py"
+            assert trait.help.strip(), f"{cls.__name__}.{f.name} has no help: give its setting(...) one"
             assert trait.default_value == f.default and type(trait.default_value) is kinds[f.type]
             assert f"FLMagics.{f.name}=" in shown and trait.help in shown
-    assert set(FIELD_HELP) <= set(names), "FIELD_HELP names a field no config class has"
+    flagged = {name for _, name in SUBMIT_FLAGS.values()}
+    assert {"num_rounds", "local_epochs", "learning_rate", "algorithm", "fedprox_mu", "privacy"} <= flagged
+    doc = ip.find_line_magic("fl_submit").__doc__
+    for cls in (TrainingConfig, FederationConfig):
+        for name, described in cls.settings().items():
+            if described.flag_name(name):
+                assert f"--{described.flag_name(name)}" in doc and f"{cls.__name__}.{name}" in doc
     assert set(traits) == set(names) - SECRET_FIELDS | {"target"}
 
 

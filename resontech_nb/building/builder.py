@@ -24,12 +24,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import algorithms, privacy
+from .. import privacy
+from ..algorithms import DEFAULT as DEFAULT_ALGORITHM
+from ..algorithms import algorithm_for
 from ..config.settings import FederationConfig, TrainingConfig, as_config
 from ..errors import AlgorithmWarning, JobBuildError
 from ..job.handle import jobs_home
 from ..jobcode import JOBCODE_DIR
-from . import nvflare_config as jobconfig
+from . import nvflare_config
 from .custom_classes import accepted_args, ship_component
 from .nvflare_config import APP
 
@@ -130,7 +132,7 @@ def build_job(
             **standard_args,
             "shards": {site: str(Path(p).resolve()) for site, p in shards.shards.items()},
             "hyperparams": hyperparams,
-            **jobconfig.algorithm_args(federation),
+            **nvflare_config.algorithm_args(federation),
             "keep_local_model": federation.cross_site_eval,
         },
     )
@@ -149,11 +151,11 @@ def build_job(
         )
         persistor_args = accepted_args(persistor, persistor_args)
 
-    _write_json(job_dir / "meta.json", jobconfig.meta(federation))
-    server = jobconfig.server_config(federation, persistor_path, persistor_args, evaluates, spec.class_name)
+    _write_json(job_dir / "meta.json", nvflare_config.meta(federation))
+    server = nvflare_config.server_config(federation, persistor_path, persistor_args, evaluates, spec.class_name)
     _write_json(config_dir / "config_fed_server.json", server)
     _write_json(
-        config_dir / "config_fed_client.json", jobconfig.client_config(federation, executor_path, executor_args)
+        config_dir / "config_fed_client.json", nvflare_config.client_config(federation, executor_path, executor_args)
     )
     log.info("built NVFlare job %s at %s", federation.job_name, job_dir)
     return job_dir
@@ -206,7 +208,7 @@ def defines_name(source: str, name: str) -> bool:
 
 def _check_algorithm(spec: ModelSpec, federation: FederationConfig, executor: type | None) -> None:
     """Refuse what the algorithm and privacy settings cannot do with this job; warn when a loop ignores them."""
-    if executor is not None and (federation.algorithm != "fedavg" or federation.privacy):
+    if executor is not None and (federation.algorithm != DEFAULT_ALGORITHM or federation.privacy):
         raise JobBuildError(
             f"algorithm={federation.algorithm!r} and privacy={federation.privacy!r} need the built-in executor, "
             "which sends what they use: drop executor= (put your training in fl_train_model) or use fedavg "
@@ -222,7 +224,7 @@ def _check_algorithm(spec: ModelSpec, federation: FederationConfig, executor: ty
         problem = privacy.withheld_keys_problem(federation.privacy, keys)
         if problem:
             raise JobBuildError(problem)
-    unread = algorithms.unread_payload_warning(spec.source, federation.algorithm)
+    unread = algorithm_for(federation).unread_payload_warning(spec.source)
     if unread:
         warnings.warn(unread, AlgorithmWarning, stacklevel=3)
 

@@ -5,27 +5,21 @@ FedAvg weighted by the sample counts the sites return, the persistor, the round 
 filter on results; with an evaluation function, NVFlare's global-model or cross-site evaluation after
 the last round. The clients run the executor for ``train``, ``validate`` and ``submit_model``.
 
-The algorithm changes plain NVFlare parts: FedOpt's shareable generator (a server optimizer on the mean
-update), SCAFFOLD's workflow (``ScatterAndGatherScaffold``) and its two-part aggregation, updates sent as
-``local - global``; the privacy setting adds NVFlare's filters to the sites' train results.
+The algorithm (``resontech_nb/algorithms/``) chooses plain NVFlare parts: the workflow, the shareable
+generator, the kind of update the aggregator expects, components of its own and the executor's arguments; the
+privacy setting adds NVFlare's filters to the sites' train results.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .. import algorithms, privacy
+from .. import privacy
+from ..algorithms import algorithm_for
 from ..config.settings import FederationConfig
 
 APP = "app"
-SAG = "rt_workflow.RTScatterAndGather"  # NVFlare's ScatterAndGather; min_clients counts good answers
-SAG_SCAFFOLD = "rt_workflow.RTScatterAndGatherScaffold"
-FEDOPT_GENERATOR = "rt_fedopt.RTFedOptShareableGenerator"  # NVFlare's PTFedOptModelShareableGenerator
-SCAFFOLD_PARTS = ("_model_weights_", "scaffold_c_diff")  # AppConstants.MODEL_WEIGHTS, AlgorithmConstants
 AGGREGATOR = "rt_aggregator.RTWeightedAggregator"  # NVFlare's InTimeAccumulateWeightedAggregator, summing in place
-SHAREABLE_GENERATOR = (
-    "nvflare.app_common.shareablegenerators.full_model_shareable_generator.FullModelShareableGenerator"
-)
 RAW_WEIGHTS = {"id": "raw_weights", "path": "rt_arrays.RawWeightsFormat", "args": {}}  # on every side: see rt_arrays
 GLOBAL_MODEL_EVAL = "nvflare.app_common.workflows.global_model_eval.GlobalModelEval"
 CROSS_SITE_EVAL = "nvflare.app_common.workflows.cross_site_model_eval.CrossSiteModelEval"
@@ -50,24 +44,21 @@ def server_config(
         "higher_is_better": federation.select_higher,
         "cross_site_eval": federation.cross_site_eval,
     }
-    update_kind = "WEIGHT_DIFF" if algorithms.sends_difference(federation) else "WEIGHTS"
-    expected_kind: Any = update_kind
-    if federation.algorithm == "scaffold":
-        expected_kind = {part: "WEIGHT_DIFF" for part in SCAFFOLD_PARTS}
+    algorithm = algorithm_for(federation)
+    expected_kind = algorithm.expected_kind("WEIGHT_DIFF" if sends_difference(federation) else "WEIGHTS")
     components = [
         RAW_WEIGHTS,
         {"id": "persistor", "path": persistor_path, "args": persistor_args},
-        _shareable_generator(federation),
+        algorithm.shareable_generator(),
         # Weighted by each result's NUM_STEPS_CURRENT_ROUND, i.e. the sample count fl_train_model returned.
         {"id": "aggregator", "path": AGGREGATOR, "args": {"expected_data_kind": expected_kind}},
         {"id": "rt_recorder", "path": "rt_recorder.RoundRecorder", "args": recorder_args},
+        *algorithm.server_components(model_class),
     ]
-    if federation.algorithm == "fedopt":  # the server optimizer's own instance of the model
-        components.append({"id": "model", "path": f"model_def.{model_class}", "args": {}})
     workflows = [
         {
             "id": "scatter_and_gather",
-            "path": SAG_SCAFFOLD if federation.algorithm == "scaffold" else SAG,
+            "path": algorithm.workflow(),
             "args": {
                 "min_clients": federation.min_clients,
                 "num_rounds": federation.num_rounds,
@@ -127,20 +118,18 @@ def transfer_settings(federation: FederationConfig) -> dict[str, int]:
     return {"np_download_chunk_size": chunk, "tensor_download_chunk_size": chunk}
 
 
-def _shareable_generator(federation: FederationConfig) -> dict[str, Any]:
-    if federation.algorithm != "fedopt":
-        return {"id": "shareable_generator", "path": SHAREABLE_GENERATOR, "args": {}}
-    args = {"optimizer_args": algorithms.fedopt_optimizer_args(federation), "source_model": "model"}
-    return {"id": "shareable_generator", "path": FEDOPT_GENERATOR, "args": args}
+def sends_difference(federation: FederationConfig) -> bool:
+    """Whether sites send ``local - global`` (WEIGHT_DIFF) rather than their whole model.
+
+    Algorithms that work on the update do, and so do the privacy filters (percentile and SVT act on its values;
+    a withheld tensor must leave the global one as it was). Plain FedAvg sends whole models.
+    """
+    return algorithm_for(federation).works_on_update or bool(federation.privacy)
 
 
 def algorithm_args(federation: FederationConfig) -> dict[str, Any]:
     """The built-in executor's arguments for the algorithm."""
-    return {
-        "algorithm": federation.algorithm,
-        "fedprox_mu": federation.fedprox_mu if federation.algorithm == "fedprox" else 0.0,
-        "send_difference": algorithms.sends_difference(federation),
-    }
+    return {**algorithm_for(federation).executor_args(), "send_difference": sends_difference(federation)}
 
 
 def client_config(federation: FederationConfig, executor_path: str, executor_args: dict) -> dict[str, Any]:

@@ -1,147 +1,69 @@
-"""The three configuration classes of the platform's guide, with validation.
+"""The three configuration classes of the platform's guide: ``ResonTechConfig``, ``TrainingConfig``,
+``FederationConfig``.
 
-Values come, in rising order of precedence, from the defaults, the user config file
-(``~/.config/resontech_nb/config.toml`` or ``$RESONTECH_NB_CONFIG``), environment
-variables (``RESONTECH_<FIELD>``, e.g. ``RESONTECH_BATCH_SIZE``) and explicit arguments.
-Strings are coerced to the field's type, so the same path serves ``%fl_config`` and env vars (the file
-and the coercion: ``config_sources``).
-
-The password is kept out of ``repr``, ``to_dict`` and every saved form.
+Each field is declared once, with ``setting(default, help, flag=..., ok=..., problem=...)``: its type, default,
+help text, ``%fl_submit`` flag and check. An algorithm's own settings come from its unit in
+``resontech_nb/algorithms/``. See ``base.py`` for where values come from.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-import os
 import re
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from .. import algorithms
 from ..errors import ConfigError
-from .sources import coerce, config_file_path, read_config_section
+from ..fields import declare, setting
+from ..privacy import privacy_problem
+from .base import SECRET_FIELDS, Config
 
-log = logging.getLogger(__name__)
+__all__ = ["SECRET_FIELDS", "FederationConfig", "ResonTechConfig", "TrainingConfig", "as_config"]
 
-SECRET_FIELDS = frozenset({"password"})
 DEFAULT_SFTP_KEY = "~/.ssh/id_ed25519"
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_METRIC = re.compile(r"[A-Za-z_][\w.-]{0,63}")
 
-C = TypeVar("C", bound="_Config")
+
+_URL_PROBLEM = "must start with http:// or https://, got {value!r}"
 
 
-@dataclass
-class _Config:
-    """Shared machinery: coercion, validation, loading from file and environment."""
+def _url(value: str) -> bool:
+    return not value or value.startswith(("http://", "https://"))
 
-    section: ClassVar[str] = ""
 
-    def __post_init__(self) -> None:
-        hints = {f.name: f.type for f in fields(self)}
-        for f in fields(self):
-            kind = {"int": int, "float": float, "str": str, "bool": bool}[str(hints[f.name])]
-            object.__setattr__(self, f.name, coerce(type(self).__name__, f.name, kind, getattr(self, f.name)))
-        self.validate()
-
-    def validate(self) -> None:  # pragma: no cover - overridden
-        """Raise ConfigError naming the fix when a value is out of range."""
-
-    def _require(self, ok: bool, message: str) -> None:
-        if not ok:
-            raise ConfigError(f"{type(self).__name__}: {message}")
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
-
-    @classmethod
-    def load(cls: type[C], **overrides: Any) -> C:
-        """Defaults, then the user config file, then ``RESONTECH_*`` env vars, then ``overrides``."""
-        values: dict[str, Any] = {}
-        names = set(cls.field_names())
-        for key, value in read_config_section(cls.section).items():
-            if key not in names:
-                raise ConfigError(
-                    f"unknown key {key!r} in [{cls.section}] of {config_file_path()}; "
-                    f"known keys: {', '.join(sorted(names))}"
-                )
-            values[key] = value
-        for name in names:
-            env = os.environ.get(f"RESONTECH_{name.upper()}")
-            if env is not None and env != "":
-                values[name] = env
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        unknown = set(values) - names
-        if unknown:
-            raise ConfigError(f"unknown {cls.__name__} field(s) {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**values)
-
-    def replace(self: C, **changes: Any) -> C:
-        """A copy with ``changes`` applied (and validated)."""
-        unknown = set(changes) - set(self.field_names())
-        if unknown:
-            raise ConfigError(
-                f"unknown {type(self).__name__} field(s) {sorted(unknown)}; known: {self.field_names()}"
-            )
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every field but secrets: safe to write into a job folder, S3 or a notebook."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in SECRET_FIELDS}
-
-    def __repr__(self) -> str:
-        parts = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in SECRET_FIELDS:
-                value = "'***'" if value else "''"
-            else:
-                value = repr(value)
-            parts.append(f"{f.name}={value}")
-        return f"{type(self).__name__}({', '.join(parts)})"
-
-    __str__ = __repr__
+C = TypeVar("C", bound=Config)
 
 
 @dataclass(repr=False)
-class ResonTechConfig(_Config):
+class ResonTechConfig(Config):
     """Connection to the ResonTech platform (and, for ``target='nvflare'``, to a deployment)."""
 
     section: ClassVar[str] = "resontech"
 
-    base_url: str = ""
-    email: str = ""
-    password: str = field(default="", repr=False)
-    sftp_key_file: str = DEFAULT_SFTP_KEY
-    s3_bucket: str = ""
-    s3_endpoint_url: str = ""
-    s3_region: str = "us-east-1"
-    s3_prefix: str = "resontech_nb"
-    nvflare_startup_kit: str = ""
-    nvflare_username: str = "admin@nvidia.com"
+    base_url: str = setting("", "REST API base URL of the ResonTech platform", ok=_url, problem=_URL_PROBLEM)
+    email: str = setting(
+        "", "Account email on the platform", ok=lambda v: not v or "@" in v, problem="{value!r} is not an email address"
+    )
+    password: str = setting("", "Account password (only %fl_login sets it; never shown or saved)")
+    sftp_key_file: str = setting(DEFAULT_SFTP_KEY, "Legacy SFTP key (deprecated, unused: S3 is used)")
+    s3_bucket: str = setting(
+        "",
+        "S3 bucket for shards and job files",
+        ok=lambda v: not v or _BUCKET.fullmatch(v) is not None,
+        problem="{value!r} is not a valid S3 bucket name (3-63 lowercase letters, digits, '.' or '-')",
+    )
+    s3_endpoint_url: str = setting("", "S3 endpoint URL (any S3-compatible store)", ok=_url, problem=_URL_PROBLEM)
+    s3_region: str = setting("us-east-1", "S3 region")
+    s3_prefix: str = setting("resontech_nb", "Key prefix for uploads in the bucket")
+    nvflare_startup_kit: str = setting("", "Admin startup kit folder for target nvflare")
+    nvflare_username: str = setting("admin@nvidia.com", "Admin user name for target nvflare")
 
     def validate(self) -> None:
-        if self.base_url:
-            self._require(
-                self.base_url.startswith(("http://", "https://")),
-                f"base_url must start with http:// or https://, got {self.base_url!r}",
-            )
-            object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
-        if self.email:
-            self._require("@" in self.email, f"email {self.email!r} is not an email address")
-        if self.s3_endpoint_url:
-            self._require(
-                self.s3_endpoint_url.startswith(("http://", "https://")),
-                f"s3_endpoint_url must start with http:// or https://, got {self.s3_endpoint_url!r}",
-            )
-        if self.s3_bucket:
-            self._require(
-                re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.s3_bucket) is not None,
-                f"s3_bucket {self.s3_bucket!r} is not a valid S3 bucket name "
-                "(3-63 lowercase letters, digits, '.' or '-')",
-            )
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         if self.sftp_key_file != DEFAULT_SFTP_KEY:
             warnings.warn(
                 "sftp_key_file is accepted but not used: SFTP is deprecated and files go through S3 "
@@ -161,118 +83,145 @@ class ResonTechConfig(_Config):
 
 
 @dataclass(repr=False)
-class TrainingConfig(_Config):
+class TrainingConfig(Config):
     """Hyperparameters handed to ``fl_train_model`` as ``payload['hyperparams']``."""
 
     section: ClassVar[str] = "training"
 
-    num_classes: int = 0
-    local_epochs: int = 2
-    batch_size: int = 32
-    learning_rate: float = 0.001
-    img_size: int = 224
-    manifest_file: str = "manifest.ndjson"
-    val_fraction: float = 0.2
-
-    def validate(self) -> None:
-        self._require(self.num_classes >= 0, "num_classes must be >= 0 (0 infers it from the manifests)")
-        self._require(self.local_epochs >= 1, f"local_epochs must be >= 1, got {self.local_epochs}")
-        self._require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        self._require(
-            0 < self.learning_rate < 10, f"learning_rate must be > 0 (e.g. 0.001), got {self.learning_rate}"
-        )
-        self._require(4 <= self.img_size <= 4096, f"img_size must be between 4 and 4096, got {self.img_size}")
-        self._require(
-            bool(self.manifest_file) and "/" not in self.manifest_file and "\\" not in self.manifest_file,
-            f"manifest_file must be a file name at the shard's root, got {self.manifest_file!r}",
-        )
-        self._require(
-            0 <= self.val_fraction < 1,
-            f"val_fraction must be at least 0 and below 1 (e.g. 0.2), got {self.val_fraction}",
-        )
+    num_classes: int = setting(
+        0,
+        "Output classes (0 infers it from the manifests)",
+        flag=True,
+        ok=lambda v: v >= 0,
+        problem="must be >= 0 (0 infers it from the manifests)",
+    )
+    local_epochs: int = setting(
+        2, "Local training epochs per FL round", flag="epochs", ok=lambda v: v >= 1, problem="must be >= 1, got {value}"
+    )
+    batch_size: int = setting(
+        32, "Mini-batch size", flag=True, ok=lambda v: v >= 1, problem="must be >= 1, got {value}"
+    )
+    learning_rate: float = setting(
+        0.001,
+        "Optimizer learning rate",
+        flag="lr",
+        ok=lambda v: 0 < v < 10,
+        problem="must be > 0 (e.g. 0.001), got {value}",
+    )
+    img_size: int = setting(
+        224,
+        "Input image size (square)",
+        flag=True,
+        ok=lambda v: 4 <= v <= 4096,
+        problem="must be between 4 and 4096, got {value}",
+    )
+    manifest_file: str = setting(
+        "manifest.ndjson",
+        "Manifest file name inside each shard ZIP",
+        ok=lambda v: bool(v) and "/" not in v and "\\" not in v,
+        problem="must be a file name at the shard's root, got {value!r}",
+    )
+    val_fraction: float = setting(
+        0.2,
+        "Share of an unmarked shard the default loop holds out for validation",
+        ok=lambda v: 0 <= v < 1,
+        problem="must be at least 0 and below 1 (e.g. 0.2), got {value}",
+    )
 
 
 @dataclass(repr=False)
-class FederationConfig(_Config):
+class FederationConfig(Config):
     """How the NVFlare server runs the rounds."""
 
     section: ClassVar[str] = "federation"
 
-    num_rounds: int = 5
-    min_clients: int = 1
-    wait_time_after_min_received: int = 10
-    heart_beat_timeout: int = 600
-    job_name: str = "rt_job"
-    train_timeout: int = 6000
-    select_metric: str = ""
-    cross_site_eval: bool = False
+    num_rounds: int = setting(
+        5, "Total FL training rounds", flag="rounds", ok=lambda v: v >= 1, problem="must be >= 1, got {value}"
+    )
+    min_clients: int = setting(
+        1, "Minimum clients required per round", flag=True, ok=lambda v: v >= 1, problem="must be >= 1, got {value}"
+    )
+    wait_time_after_min_received: int = setting(
+        10,
+        "Seconds to wait after min clients respond",
+        ok=lambda v: v >= 0,
+        problem="must be >= 0 seconds, got {value}",
+    )
+    heart_beat_timeout: int = setting(
+        600, "Client heartbeat timeout in seconds", ok=lambda v: v >= 1, problem="must be >= 1 second, got {value}"
+    )
+    job_name: str = setting(
+        "rt_job",
+        "Name stored in the job's metadata",
+        flag=True,
+        ok=lambda v: _JOB_NAME.match(v) is not None,
+        problem="{value!r} must be 1-64 letters, digits, '_', '.' or '-'",
+    )
+    train_timeout: int = setting(
+        6000,
+        "Seconds a site may take for a round before it is marked failed",
+        flag=True,
+        ok=lambda v: v >= 1,
+        problem="must be >= 1 second (a site that does not answer a round within it fails that round), got {value}",
+    )
+    select_metric: str = setting(
+        "",
+        "Validation metric that picks the best global model ('' = off)",
+        flag=True,
+        ok=lambda v: v == "" or _METRIC.fullmatch(v) is not None,
+        problem="{value!r} must be a validation metric name such as 'accuracy' or 'loss' (or empty for no model "
+        "selection)",
+    )
+    cross_site_eval: bool = setting(
+        False, "Evaluate the final and each site's model on every site's data", flag="cross_site"
+    )
     # How often an idle site asks the server for work, and how often the server checks a round's tasks.
     # Lower means shorter rounds (NVFlare's defaults, 2 s and 0.5 s, are most of a small model's round)
     # at the price of more requests while idle: 0.1 s is ten small requests a second per site.
-    task_request_interval: float = 0.1
-    task_check_period: float = 0.02
+    task_request_interval: float = setting(
+        0.1,
+        "Seconds between an idle site's requests for work",
+        ok=lambda v: 0 < v <= 60,
+        problem="must be above 0 and at most 60 s (e.g. 0.1), got {value}",
+    )
+    task_check_period: float = setting(
+        0.02,
+        "Seconds between the server's checks of a round's tasks",
+        ok=lambda v: 0 < v <= 10,
+        problem="must be above 0 and at most 10 seconds (e.g. 0.02), got {value}",
+    )
     # NVFlare's server runs gc.collect + malloc_trim every N rounds (its default is 1): that takes 0.1 s or more a
     # round, often enough to make a site's request for the next round come too early, and in the simulator a
     # too-early request waits 0.5 s. 0 leaves it to Python's own collector; N > 0 hands freed memory back to
     # the OS every N rounds, for long runs of big models where the server's resident size matters.
-    memory_gc_rounds: int = 0
+    memory_gc_rounds: int = setting(
+        0,
+        "Rounds between the server's memory clean-ups (0 = off)",
+        ok=lambda v: v >= 0,
+        problem="must be >= 0 (0 = off), got {value}",
+    )
     # Weights travel in pieces of this many MB. NVFlare's default, 2 MB, makes a 180 MB model 90 requests per hop
     # and its transfer twice as slow; each piece costs about 20 ms here. A few pieces are in memory at a time, whole
     # (measured at 45 M parameters, 2 sites: 8 MB 2.3 s a round, site peak 0.72 GB; 16 MB 1.8 s, 0.76 GB; 32 MB
     # 1.75 s, 0.83 GB). On a slow link one piece must arrive within NVFlare's per-request timeout (600 s).
-    download_chunk_mb: float = 16.0
-    # The algorithm (see resontech_nb/algorithms.py) and the privacy filters each site applies to its update.
-    algorithm: str = "fedavg"
-    fedprox_mu: float = 0.01
-    fedopt_optimizer: str = "sgd"
-    fedopt_lr: float = 0.0  # 0: the optimizer's usual server rate (1.0 for sgd, 0.01 for adam)
-    fedopt_momentum: float = 0.6
-    privacy: str = ""
+    download_chunk_mb: float = setting(
+        16.0,
+        "MB per piece of the weights sent between server and sites",
+        ok=lambda v: 0 < v <= 1024,
+        problem="must be above 0 and at most 1024 (e.g. 32), got {value}",
+    )
+    algorithm: str = setting(
+        algorithms.DEFAULT,
+        "Federated algorithm: " + ", ".join(algorithms.REGISTRY),
+        flag=True,
+        ok=lambda v: v in algorithms.REGISTRY,
+        problem="{value!r} is unknown; use one of: " + ", ".join(algorithms.REGISTRY),
+    )
+    # Each algorithm's own settings, declared by its unit in resontech_nb/algorithms/.
+    declare(locals(), algorithms.algorithm_settings())
+    privacy: str = setting("", "Privacy filters on each site's update, e.g. 'exclude:^fc\\.'", flag=True)
 
     def validate(self) -> None:
-        self._require(self.num_rounds >= 1, f"num_rounds must be >= 1, got {self.num_rounds}")
-        self._require(self.min_clients >= 1, f"min_clients must be >= 1, got {self.min_clients}")
-        self._require(
-            self.wait_time_after_min_received >= 0,
-            f"wait_time_after_min_received must be >= 0 seconds, got {self.wait_time_after_min_received}",
-        )
-        self._require(
-            self.heart_beat_timeout >= 1, f"heart_beat_timeout must be >= 1 second, got {self.heart_beat_timeout}"
-        )
-        self._require(
-            _JOB_NAME.match(self.job_name) is not None,
-            f"job_name {self.job_name!r} must be 1-64 letters, digits, '_', '.' or '-'",
-        )
-        self._require(
-            self.train_timeout >= 1,
-            f"train_timeout must be >= 1 second (a site that does not answer a round within it fails that round), "
-            f"got {self.train_timeout}",
-        )
-        self._require(
-            self.select_metric == "" or re.fullmatch(r"[A-Za-z_][\w.-]{0,63}", self.select_metric) is not None,
-            f"select_metric {self.select_metric!r} must be a validation metric name such as 'accuracy' or 'loss' "
-            "(or empty for no model selection)",
-        )
-
-        self._require(
-            0 < self.task_request_interval <= 60,
-            f"task_request_interval must be above 0 and at most 60 s (e.g. 0.1), got {self.task_request_interval}",
-        )
-        self._require(
-            0 < self.task_check_period <= 10,
-            f"task_check_period must be above 0 and at most 10 seconds (e.g. 0.02), got {self.task_check_period}",
-        )
-        self._require(
-            self.memory_gc_rounds >= 0, f"memory_gc_rounds must be >= 0 (0 = off), got {self.memory_gc_rounds}"
-        )
-        self._require(
-            0 < self.download_chunk_mb <= 1024,
-            f"download_chunk_mb must be above 0 and at most 1024 (e.g. 32), got {self.download_chunk_mb}",
-        )
-        from ..algorithms import algorithm_problem
-        from ..privacy import privacy_problem
-
-        self._require(not (problem := algorithm_problem(self)), problem)
         self._require(not (problem := privacy_problem(self.privacy)), problem)
         self._require(
             not (self.privacy and self.cross_site_eval),

@@ -74,7 +74,7 @@ class RTTrainExecutor(Executor):
         self.device = device
         self.algorithm = algorithm
         self.fedprox_mu = float(fedprox_mu)
-        self.send_difference = bool(send_difference)  # decided at build time (algorithms.sends_difference)
+        self.send_difference = bool(send_difference)  # decided at build time (building/nvflare_config.sends_difference)
         # The last local model, for cross-site evaluation's submit_model task; a whole copy of the model in
         # memory between rounds, so jobs without cross-site evaluation do not keep it.
         self.keep_local_model = bool(keep_local_model)

@@ -1,7 +1,7 @@
 """The IPython magics: each parses its line, calls one Python API function and shows the result.
 
 ``%load_ext resontech_nb`` registers ``FLMagics``. Its settings are traitlets too (``SessionSettings``
-in magic_settings.py), so ``%config FLMagics.batch_size = 16`` works next to ``%fl_config batch_size=16``. Every
+in settings.py), so ``%config FLMagics.batch_size = 16`` works next to ``%fl_config batch_size=16``. Every
 ``ResonTechError`` (and config ``ValueError``) becomes a one-line ``UsageError``, never a traceback.
 """
 
@@ -30,7 +30,7 @@ from .lines import (
     state_dict_variable,
     usage_errors,
 )
-from .settings import SUBMIT_FLAGS, SessionSettings, section_of
+from .settings import SUBMIT_FLAGS, SessionSettings, config_flag_arguments, section_of
 
 log = logging.getLogger(__name__)
 
@@ -153,23 +153,7 @@ class FLMagics(Magics, SessionSettings):
     @line_magic
     @magic_arguments()
     @argument("--shards", help="Folder of shard ZIPs (one site per ZIP) or one shard ZIP")
-    @argument("--rounds", type=int, help="FederationConfig.num_rounds")
-    @argument("--min-clients", type=int, help="FederationConfig.min_clients")
-    @argument("--epochs", type=int, help="TrainingConfig.local_epochs")
-    @argument("--batch-size", type=int, help="TrainingConfig.batch_size")
-    @argument("--lr", type=float, help="TrainingConfig.learning_rate")
-    @argument("--img-size", type=int, help="TrainingConfig.img_size")
-    @argument("--num-classes", type=int, help="TrainingConfig.num_classes (0 infers it from the manifests)")
-    @argument("--job-name", help="FederationConfig.job_name")
-    @argument("--train-timeout", type=int, help="FederationConfig.train_timeout (seconds a site may take a round)")
-    @argument("--select-metric", help="FederationConfig.select_metric: keep the best global model by it")
-    @argument("--cross-site", action="store_true", default=None, help="Cross-site evaluation after the last round")
-    @argument("--algorithm", help="FederationConfig.algorithm: fedavg (default), fedprox, fedopt or scaffold")
-    @argument("--fedprox-mu", type=float, help="FederationConfig.fedprox_mu (FedProx's proximal weight)")
-    @argument("--fedopt-optimizer", help="FederationConfig.fedopt_optimizer: sgd or adam (the server's optimizer)")
-    @argument("--fedopt-lr", type=float, help="FederationConfig.fedopt_lr (the server optimizer's learning rate)")
-    @argument("--fedopt-momentum", type=float, help="FederationConfig.fedopt_momentum (the server SGD's momentum)")
-    @argument("--privacy", help="FederationConfig.privacy: filters on each site's update, e.g. 'exclude:^fc\\.'")
+    @config_flag_arguments
     @argument("--init-weights", metavar="VAR", help="Start round 0 from the state_dict in this variable")
     @argument("--target", help="local (default), nvflare or resontech")
     @argument("--wait", action="store_true", help="Block until the job ends, with the live dashboard")

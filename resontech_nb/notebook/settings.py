@@ -2,9 +2,9 @@
 
 ``SessionSettings`` holds the session's ``ResonTechConfig``, ``TrainingConfig`` and ``FederationConfig``
 and the ``target``. Its traits are generated from the config classes' fields (all but the password,
-which only ``%fl_login`` sets), with help texts from ``FIELD_HELP``, so ``%config FLMagics.batch_size = 16``
-and ``%fl_config batch_size=16`` both go through the config class's validation. A new config field
-needs only its help line here.
+which only ``%fl_login`` sets), with the help texts the fields declare, so ``%config FLMagics.batch_size = 16``
+and ``%fl_config batch_size=16`` both go through the config class's validation; ``%fl_submit``'s flags come
+from the fields that declare one. A new config field needs nothing here.
 """
 
 from __future__ import annotations
@@ -14,76 +14,48 @@ import warnings
 from dataclasses import fields
 from typing import Any
 
+from IPython.core.magic_arguments import argument
 from traitlets import Bool, Float, Int, TraitError, TraitType, Unicode, validate
 from traitlets.config import Configurable
 
 from ..config.settings import SECRET_FIELDS, FederationConfig, ResonTechConfig, TrainingConfig
+from ..fields import setting_of
 
 log = logging.getLogger(__name__)
 
 CONFIG_CLASSES = {"resontech": ResonTechConfig, "training": TrainingConfig, "federation": FederationConfig}
 
-# %fl_submit flag -> (config section, field)
-SUBMIT_FLAGS = {
-    "rounds": ("federation", "num_rounds"),
-    "min_clients": ("federation", "min_clients"),
-    "job_name": ("federation", "job_name"),
-    "epochs": ("training", "local_epochs"),
-    "batch_size": ("training", "batch_size"),
-    "lr": ("training", "learning_rate"),
-    "img_size": ("training", "img_size"),
-    "num_classes": ("training", "num_classes"),
-    "train_timeout": ("federation", "train_timeout"),
-    "select_metric": ("federation", "select_metric"),
-    "cross_site": ("federation", "cross_site_eval"),
-    "algorithm": ("federation", "algorithm"),
-    "fedprox_mu": ("federation", "fedprox_mu"),
-    "fedopt_optimizer": ("federation", "fedopt_optimizer"),
-    "fedopt_lr": ("federation", "fedopt_lr"),
-    "fedopt_momentum": ("federation", "fedopt_momentum"),
-    "privacy": ("federation", "privacy"),
-}
 
-# The help text of each setting (``%config FLMagics``): every config field but the password has one.
-FIELD_HELP = {
-    # ResonTechConfig
-    "base_url": "REST API base URL of the ResonTech platform",
-    "email": "Account email on the platform",
-    "sftp_key_file": "Legacy SFTP key (deprecated, unused: S3 is used)",
-    "s3_bucket": "S3 bucket for shards and job files",
-    "s3_endpoint_url": "S3 endpoint URL (any S3-compatible store)",
-    "s3_region": "S3 region",
-    "s3_prefix": "Key prefix for uploads in the bucket",
-    "nvflare_startup_kit": "Admin startup kit folder for target nvflare",
-    "nvflare_username": "Admin user name for target nvflare",
-    # TrainingConfig
-    "num_classes": "Output classes (0 = infer from the manifests)",
-    "local_epochs": "Local training epochs per FL round",
-    "batch_size": "Mini-batch size",
-    "learning_rate": "Optimizer learning rate",
-    "img_size": "Input image size (square)",
-    "manifest_file": "Manifest file name inside each shard ZIP",
-    "val_fraction": "Share of an unmarked shard the default loop holds out for validation",
-    # FederationConfig
-    "num_rounds": "Total FL training rounds",
-    "min_clients": "Minimum clients required per round",
-    "wait_time_after_min_received": "Seconds to wait after min clients respond",
-    "heart_beat_timeout": "Client heartbeat timeout in seconds",
-    "job_name": "Name stored in the job's metadata",
-    "train_timeout": "Seconds a site may take for a round before it is marked failed",
-    "select_metric": "Validation metric that picks the best global model ('' = off)",
-    "cross_site_eval": "Evaluate the final and each site's model on every site's data",
-    "task_request_interval": "Seconds between an idle site's requests for work",
-    "task_check_period": "Seconds between the server's checks of a round's tasks",
-    "memory_gc_rounds": "Rounds between the server's memory clean-ups (0 = off)",
-    "download_chunk_mb": "MB per piece of the weights sent between server and sites",
-    "algorithm": "Federated algorithm: fedavg, fedprox, fedopt or scaffold",
-    "fedprox_mu": "FedProx's proximal weight mu (0 is plain FedAvg)",
-    "fedopt_optimizer": "FedOpt's server optimizer: sgd or adam",
-    "fedopt_lr": "FedOpt's server learning rate (0: 1.0 for sgd, 0.01 for adam)",
-    "fedopt_momentum": "FedOpt's SGD momentum on the server",
-    "privacy": "Privacy filters on each site's update, e.g. exclude:^fc",
-}
+
+def submit_flags() -> dict[str, tuple[str, str]]:
+    """``%fl_submit``'s config flags: the argparse dest (``min_clients``) -> (config section, field)."""
+    flags: dict[str, tuple[str, str]] = {}
+    for section, cls in CONFIG_CLASSES.items():
+        for name, described in cls.settings().items():
+            flag = described.flag_name(name)
+            if flag is not None:
+                flags[flag.replace("-", "_")] = (section, name)
+    return flags
+
+
+SUBMIT_FLAGS = submit_flags()
+_ARGPARSE_TYPES = {"int": int, "float": float, "str": str}
+
+
+def config_flag_arguments(func: Any) -> Any:
+    """Decorate a magic with an ``argument`` for each config flag (``--rounds``: ``FederationConfig.num_rounds``)."""
+    classes = {section: cls for section, cls in CONFIG_CLASSES.items()}
+    for dest, (section, name) in reversed(SUBMIT_FLAGS.items()):  # IPython lists them in the order applied, reversed
+        cls = classes[section]
+        described = cls.settings()[name]
+        flag = "--" + dest.replace("_", "-")
+        where = f"{cls.__name__}.{name}"
+        if described.kind == "bool":
+            func = argument(flag, action="store_true", default=None, help=f"{described.help} ({where})")(func)
+        else:
+            kind = _ARGPARSE_TYPES[described.kind]
+            func = argument(flag, type=kind, help=f"{described.help} ({where})")(func)
+    return func
 
 _TRAIT_TYPES: dict[str, type[TraitType]] = {"int": Int, "float": Float, "str": Unicode, "bool": Bool}
 
@@ -104,7 +76,7 @@ def _config_traits() -> dict[str, TraitType]:
             if f.name in SECRET_FIELDS:
                 continue
             kind = _TRAIT_TYPES[getattr(f.type, "__name__", str(f.type))]  # "int" under postponed annotations
-            traits[f.name] = kind(f.default, help=FIELD_HELP.get(f.name, "")).tag(config=True)
+            traits[f.name] = kind(f.default, help=setting_of(f).help).tag(config=True)
     return traits
 
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from ...errors import DeploymentUnreachableError, JobNotFoundError, NVFlareError, ResonTechError
 from ...job.handle import ABORTED, FAILED, FINAL_STATES, FINISHED, RUNNING, SUBMITTED, Job, JobState
-from ...job.records import RoundRecord, parse_lines
 from ...jobcode import rt_files
+from ...records.rounds import RoundRecord, parse_lines
 from .admin import AdminLink
 
 log = logging.getLogger(__name__)
