@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from resontech_nb.dashboard import Dashboard, DashboardPictures, DashboardSnapshot, render_text  # noqa: E402
 from resontech_nb.job.handle import Job, JobState  # noqa: E402
-from resontech_nb.job.records import ClientRound, RoundRecord  # noqa: E402
+from resontech_nb.records.rounds import ClientRound, RoundRecord  # noqa: E402
 
 
 def synthetic_rounds(n_clients: int, n_rounds: int, seed: int = 7) -> tuple[list[str], list[RoundRecord]]:
