@@ -19,10 +19,11 @@ from cells import cell, ok, usage_error  # noqa: F401
 
 from resontech_nb.capture import ModelSpec
 from resontech_nb.config.settings import SECRET_FIELDS, FederationConfig, ResonTechConfig, TrainingConfig
-from resontech_nb.job.handle import ABORTED, RUNNING, Job, JobState
+from resontech_nb.job.handle import Job, JobState
 from resontech_nb.notebook.magics import FLMagics
 from resontech_nb.notebook.settings import SUBMIT_FLAGS
 from resontech_nb.records.rounds import ClientRound, RoundRecord
+from resontech_nb.records.status import ABORTED, RUNNING
 
 JOBCODE = Path(__file__).resolve().parents[1] / "resontech_nb" / "jobcode"
 SECRET = "s3cr3t-PASSWORD"

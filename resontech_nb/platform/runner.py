@@ -23,8 +23,9 @@ from typing import Any
 
 from ..config.settings import FederationConfig, ResonTechConfig, TrainingConfig
 from ..errors import JobNotFoundError, ResonTechError
-from ..job.handle import ABORTED, FAILED, FINAL_STATES, FINISHED, QUEUED, RUNNING, SUBMITTED, Job
+from ..job.handle import Job
 from ..records.rounds import RoundRecord
+from ..records.status import ABORTED, FAILED, FINAL_STATES, FINISHED, QUEUED, RUNNING, SUBMITTED
 from ..targets.resontech.storage import S3Storage
 from .store import JobRow, Store
 

@@ -20,9 +20,10 @@ from typing import Any
 import psutil
 
 from ...errors import JobNotFoundError, SubmitError
-from ...job.handle import ABORTED, FAILED, FINISHED, RUNNING, Job, JobState, jobs_home
+from ...job.handle import Job, JobState, jobs_home
 from ...jobcode import rt_files
 from ...records.rounds import RoundRecord, parse_lines
+from ...records.status import ABORTED, FAILED, FINISHED, RUNNING
 from ..base import BuiltJob, Target
 from ..processes import processes_using, stop_all, stop_process_group
 from .simulator import simulator_command

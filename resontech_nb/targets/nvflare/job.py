@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import DeploymentUnreachableError, JobNotFoundError, NVFlareError, ResonTechError
-from ...job.handle import ABORTED, FAILED, FINAL_STATES, FINISHED, RUNNING, SUBMITTED, Job, JobState
+from ...job.handle import Job, JobState
 from ...jobcode import rt_files
 from ...records.rounds import RoundRecord, parse_lines
+from ...records.status import ABORTED, FAILED, FINAL_STATES, FINISHED, RUNNING, SUBMITTED
 from .admin import AdminLink
 
 log = logging.getLogger(__name__)
