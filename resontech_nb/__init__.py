@@ -19,8 +19,8 @@ from .config.settings import FederationConfig, ResonTechConfig, TrainingConfig  
 from .errors import ResonTechError  # noqa: E402
 
 __version__ = "0.1.0"  # the one place of the version: pyproject.toml reads it, `resontech-nb --version` shows it
-# Where the code lives: the README's badges, the notebooks' first cell and binder/ use this URL (a test checks
-# that every link in them matches it), so a fork changes this line and what the test then names.
+# Where the code lives: the README's badges and the notebooks' first cell use this same URL (kept in step by hand;
+# no test checks it yet).
 REPOSITORY_URL = "https://github.com/resontech/resontech_nb"
 
 _LAZY = {
