@@ -5,14 +5,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+
+# pip refuses an older Python (requires-python); this names the fix for a tree copied onto one.
+if sys.version_info < (3, 10):  # noqa: UP036
+    raise ImportError(f"resontech_nb needs Python 3.10 or newer, this is {sys.version.split()[0]}: use Python 3.10+")
+
+from typing import Any  # noqa: E402
 
 # Imported eagerly (it is light): a lazy `capture` would be shadowed by the submodule of that name.
-from .capture import ModelSpec, capture
-from .config.settings import FederationConfig, ResonTechConfig, TrainingConfig
-from .errors import ResonTechError
+from .capture import ModelSpec, capture  # noqa: E402
+from .config.settings import FederationConfig, ResonTechConfig, TrainingConfig  # noqa: E402
+from .errors import ResonTechError  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place of the version: pyproject.toml reads it, `resontech-nb --version` shows it
+# Where the code lives: the README's badges and the notebooks' first cell use this same URL (kept in step by hand;
+# no test checks it yet).
+REPOSITORY_URL = "https://github.com/resontech/resontech_nb"
 
 _LAZY = {
     "build_job": ("resontech_nb.api", "build_job"),
@@ -52,7 +61,9 @@ def load_ipython_extension(ipython: Any) -> None:
     by the time the first ``%%fl_model`` cell needs it."""
     from .capture.clean_process import warm_up
     from .notebook.magics import register
+    from .notebook.widgets_support import prepare_widgets
 
+    prepare_widgets()  # ipywidgets >= 7.6; Colab's widget manager with ipywidgets 8
     register(ipython)
     warm_up()
 

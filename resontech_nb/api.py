@@ -103,8 +103,16 @@ def submit(
         job_dir = _build(spec, shard_set, training, federation, out, executor, persistor, initial_weights)
         built = BuiltJob(job_dir, dict(shard_set.shards), training, federation, spec.class_name)
         job = runner.submit(built)
+    job.validation_metrics = _validation_metrics(training, federation)
     _remember(job.id, target, config)
     return job
+
+
+def _validation_metrics(training: TrainingConfig, federation: FederationConfig) -> tuple[str, ...]:
+    """The global model's validation metrics the rounds will carry: the text progress's columns."""
+    metrics = ("loss", "accuracy") if training.val_fraction > 0 else ()
+    select = federation.select_metric
+    return metrics + ((select,) if select and select not in metrics else ())
 
 
 def attach(job_id: str, target: str | None = None, config: ResonTechConfig | Mapping[str, Any] | None = None) -> Job:

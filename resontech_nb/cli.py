@@ -1,5 +1,7 @@
 """The ``resontech-nb`` command: a small dispatcher over subcommands.
 
+``resontech-nb quickstart`` run the quickstart notebook here (synthetic data, the local target), keep its results
+``resontech-nb notebooks``  copy the example notebooks out of the package into a folder
 ``resontech-nb serve``     run the reference platform (``--embedded-s3`` for a one-command try)
 ``resontech-nb add-user``  add a platform user (password from an env var or a prompt)
 ``resontech-nb s3-env``    print the embedded S3 server's credentials as ``export`` lines (for ``eval``)
@@ -148,10 +150,45 @@ def _add_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quickstart(args: argparse.Namespace) -> int:
+    from .quickstart import run_quickstart
+
+    return run_quickstart(args.out, args.rounds)
+
+
+def _notebooks(args: argparse.Namespace) -> int:
+    from .quickstart import copy_notebooks
+
+    copy_notebooks(args.folder)
+    return 0
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"resontech-nb {__version__} (Python {sys.version.split()[0]})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="resontech-nb", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="resontech-nb",
+        description=__doc__.splitlines()[0],
+        epilog="resontech-nb COMMAND --help shows the options of one command.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    quickstart = commands.add_parser(
+        "quickstart", help="run the quickstart here: synthetic data, local target, a line per round"
+    )
+    quickstart.add_argument("--out", default="quickstart-output", help="folder for the results (default %(default)s)")
+    quickstart.add_argument("--rounds", type=int, default=None, help="federated rounds (default: the notebook's 4)")
+    quickstart.set_defaults(func=_quickstart, log_level="WARNING")
+
+    notebooks = commands.add_parser("notebooks", help="copy the example notebooks into a folder")
+    notebooks.add_argument("folder", help="where to put them (made if missing; existing files are kept)")
+    notebooks.set_defaults(func=_notebooks)
 
     serve = commands.add_parser("serve", help="run the reference ResonTech platform server")
     serve.add_argument("--host", default="127.0.0.1")
@@ -200,7 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"serve": _serve, "add-user": _add_user, "s3-env": _s3_env}
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "quickstart": _quickstart,
+    "notebooks": _notebooks,
+    "serve": _serve,
+    "add-user": _add_user,
+    "s3-env": _s3_env,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

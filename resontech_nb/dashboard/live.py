@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .picture import DashboardPictures
 from .snapshot import DashboardSnapshot, take_snapshot
-from .text import render_text, rounds_table, status_line
+from .text import ProgressLines, render_text, status_line, title_line
 
 if TYPE_CHECKING:  # pragma: no cover
     from .widgets import DashboardView
@@ -64,7 +64,7 @@ class Dashboard:
         self.view: DashboardView | None = None
         self._ended_at: float | None = None
         self._shown = False
-        self._printed_rounds = 0
+        self._progress = ProgressLines.for_job(job)  # the text view's columns, fixed from the job's configuration
         self._printed_status = ""
         self._png: bytes = b""
         self._png_of: tuple | None = None  # what the composed PNG shows: (snapshot fingerprint, metric)
@@ -176,9 +176,12 @@ class Dashboard:
         self._shown = True
         if self.use_widgets:
             self._publish(update=False)
+        elif self.snapshot is not None and self.snapshot.final:
+            print(self.text(), flush=True)  # an ended job (a reattach): the whole table at once
+            self._progress.printed = self.snapshot.rounds_done
         else:
-            print(self.text(), flush=True)
-            self._mark_printed()
+            print(title_line(self.snapshot), flush=True)
+            self._print_progress(self.snapshot, status=True)
         return self
 
     def _ipython_display_(self) -> None:
@@ -191,24 +194,15 @@ class Dashboard:
         return self.text() if self.snapshot is not None else f"<Dashboard for job {self.job.id}>"
 
     # -- text progress (no widgets) -------------------------------------------------------
-    def _mark_printed(self) -> None:
-        assert self.snapshot is not None
-        self._printed_rounds = self.snapshot.rounds_done
-        self._printed_status = self.snapshot.status
-
-    def _print_progress(self, snap: DashboardSnapshot) -> None:
-        """Print the rounds finished since the last print and a fresh status line."""
-        rows = rounds_table(snap)
-        new = rows[1 + self._printed_rounds :]
-        if new:
-            widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-            if self._printed_rounds == 0:
-                print("  ".join(c.rjust(w) for c, w in zip(rows[0], widths, strict=False)).rstrip(), flush=True)
-            for row in new:
-                print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=False)).rstrip(), flush=True)
-        if new or snap.status != self._printed_status:
-            print(status_line(snap) + (f" \u00b7 error: {snap.error}" if snap.error else ""), flush=True)
-        self._mark_printed()
+    def _print_progress(self, snap: DashboardSnapshot, status: bool = False) -> None:
+        """One aligned line per round finished since the last print; the status when it changes (not the
+        RUNNING -> RUNNING of every round); the summary once the job has ended."""
+        lines = self._progress.new_lines(snap)
+        if not snap.final and (status or snap.status != self._printed_status):
+            lines.append(status_line(snap) + (f" \u00b7 error: {snap.error}" if snap.error else ""))
+        self._printed_status = snap.status
+        if lines:
+            print("\n".join(lines), flush=True)
 
     # -- keeping it current ---------------------------------------------------------------
     @property

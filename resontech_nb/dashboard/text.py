@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..records.rounds import ABSENT, FAILED, TOOK_PART, RoundRecord
@@ -144,4 +144,86 @@ def cross_site_lines(snap: DashboardSnapshot) -> list[str]:
         for model in models:
             rows.append([model, *(format_loss(snap.cross_site[model].get(s, {}).get(metric)) for s in sites)])
         lines += ["", _format_table(rows)]
+    return lines
+
+
+# -- progress lines (terminal IPython, VS Code without widgets, nbconvert, a plain script) ------------------------
+DEFAULT_VALIDATION_METRICS = ("loss", "accuracy")  # what the default loop's global-model validation reports
+NUMBER_WIDTH = 9
+CLIENT_WIDTH = 8
+
+
+class ProgressLines:
+    """One aligned line per finished round, under a header whose columns are fixed before the first round.
+
+    The columns come from the job's configuration (its clients, the validation metrics it will report), never
+    from the records of a round, so a later round with more metrics cannot push values under the wrong header.
+    Metrics outside the columns are in :func:`render_text`'s full table and in ``job.history()``.
+    """
+
+    def __init__(
+        self, clients: Sequence[str], num_rounds: int, validation: Sequence[str] = DEFAULT_VALIDATION_METRICS
+    ) -> None:
+        self.clients = list(clients) if len(clients) <= MAX_CLIENT_COLUMNS else []
+        self.num_rounds = num_rounds
+        self.validation = list(validation)
+        round_width = max(len("round"), len(f"{num_rounds} of {num_rounds}") + len(BEST_MARK) + 1)
+        self.columns: list[tuple[str, int]] = [("round", round_width), ("global loss", len("global loss"))]
+        self.columns += [(f"val {k}", max(NUMBER_WIDTH, len(f"val {k}"))) for k in self.validation]
+        self.columns.append(("duration", len("duration")))
+        if self.clients:
+            self.columns += [(name, max(CLIENT_WIDTH, len(name))) for name in self.clients]
+        else:
+            self.columns += [("took part", len("took part")), ("failed", len("failed"))]
+        self.printed = 0  # rounds already given a line
+
+    @classmethod
+    def for_job(cls, job: Any) -> ProgressLines:
+        """Columns from what the job was submitted with: its clients, rounds and validation metrics."""
+        validation = getattr(job, "validation_metrics", DEFAULT_VALIDATION_METRICS)
+        return cls(list(job.clients or ()), int(job.num_rounds or 0), validation)
+
+    def header(self) -> str:
+        return self._join([name for name, _ in self.columns])
+
+    def line(self, record: RoundRecord, best_round: int | None = None) -> str:
+        mark = f" {BEST_MARK}" if record.round == best_round else ""
+        cells = [f"{record.round + 1} of {self.num_rounds or '?'}{mark}", format_loss(record.global_loss)]
+        cells += [format_loss(record.validation.get(k)) for k in self.validation]
+        cells.append(format_round_duration(record.duration_s))
+        if self.clients:
+            cells += [_client_cell(record, name) for name in self.clients]
+        else:
+            states = [c.status for c in record.clients.values()]
+            cells += [str(states.count(TOOK_PART)), str(states.count(FAILED))]
+        return self._join(cells)
+
+    def _join(self, cells: list[str]) -> str:
+        out = [
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, (_, width)) in enumerate(zip(cells, self.columns, strict=True))
+        ]
+        return "  ".join(out).rstrip()
+
+    def new_lines(self, snapshot: DashboardSnapshot | Mapping[str, Any]) -> list[str]:
+        """The lines not yet given for ``snapshot``'s finished rounds (the header before the first), and the
+        final summary once the job has ended."""
+        snap = as_snapshot(snapshot)
+        lines = [] if self.printed or not snap.rounds else [self.header()]
+        lines += [self.line(record, snap.best_round) for record in snap.rounds[self.printed :]]
+        self.printed = max(self.printed, len(snap.rounds))
+        if snap.final:
+            lines += summary_lines(snap)
+        return lines
+
+
+def summary_lines(snap: DashboardSnapshot) -> list[str]:
+    """What a finished job ends with: its final status line, warnings, and the failures."""
+    lines = [status_line(snap)]
+    if snap.error:
+        lines.append(f"error: {snap.error}")
+    lines += warning_lines(snap)
+    failures = failure_lines(snap)
+    if failures:
+        lines += ["failures:", *(f"  {line}" for line in failures)]
     return lines

@@ -7,6 +7,7 @@ A target implements four small methods (``_poll``, ``_fetch_rounds``, ``_fetch_r
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from abc import ABC, abstractmethod
@@ -20,7 +21,6 @@ from ..records.status import ABORTED, FINAL_STATES, FINISHED, SUBMITTED
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,9 @@ class Job(ABC):
 
     target: str = ""
     poll_interval: float = 1.0
+    # The validation metrics its rounds are expected to report: the text progress's columns (``submit`` sets
+    # them from the configuration; a reattached handle assumes what the default loop reports).
+    validation_metrics: tuple[str, ...] = ("loss", "accuracy")
 
     def __init__(self, job_id: str, *, num_rounds: int, clients: list[str] | None = None, name: str = "") -> None:
         self.id = job_id
@@ -166,14 +169,36 @@ class Job(ABC):
         """One row per round x client with every metric; ``pandas.DataFrame(job.history())`` takes it as is."""
         return history_rows(self.rounds)
 
-    def wait(self, timeout: float | None = None) -> str:
-        """Block until the job ends; return its final status. Raises TimeoutError."""
+    def wait(self, timeout: float | None = None, progress: bool | None = None) -> str:
+        """Block until the job ends; return its final status. Raises TimeoutError.
+
+        ``progress`` prints one aligned line per finished round and a final summary; by default it is on when
+        standard output is a terminal (a script run from a shell), off in a notebook, a pipe or a log file.
+        """
+        if progress is None:
+            progress = _stdout_is_terminal()
+        lines = None
+        if progress:
+            from ..dashboard.text import ProgressLines
+
+            lines = ProgressLines.for_job(self)
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.status not in FINAL_STATES:
+        while True:
+            status = self.status
+            if lines is not None:
+                self._print_progress(lines)
+            if status in FINAL_STATES:
+                return self._state.status
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {self.id} still {self._state.status} after {timeout} s")
             time.sleep(self.poll_interval)
-        return self._state.status
+
+    def _print_progress(self, lines: Any) -> None:
+        from ..dashboard.snapshot import take_snapshot
+
+        new = lines.new_lines(take_snapshot(self))
+        if new:
+            print("\n".join(new), flush=True)
 
     @property
     def best_round(self) -> int | None:
@@ -195,7 +220,7 @@ class Job(ABC):
         """
         if which not in ("final", "best"):
             raise ValueError(f"which must be 'final' or 'best', got {which!r}")
-        status = self.wait(timeout)
+        status = self.wait(timeout, progress=False)
         if status != FINISHED:
             detail = f": {self._state.error}" if self._state.error else ""
             raise JobFailedError(f"job {self.id} ended {status} and has no result{detail}")
@@ -233,3 +258,11 @@ class Job(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self._state.status}>"
+
+
+def _stdout_is_terminal() -> bool:
+    stream = sys.stdout
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (AttributeError, ValueError):  # a replaced or closed stdout
+        return False
