@@ -134,6 +134,28 @@ def attach(
     return job
 
 
+def compare(
+    jobs: Any,
+    metric: str = "accuracy",
+    display: bool = True,
+    config: ResonTechConfig | Mapping[str, Any] | None = None,
+) -> Any:
+    """Jobs side by side: one figure of ``metric`` per round and a table (``.table``: a list of row dicts).
+
+    ``jobs`` holds ``Job`` handles or job ids (ids work after a kernel restart). In a kernel, ``display=True``
+    shows it under the cell and keeps it current while a job still runs.
+    """
+    from .dashboard.compare import Comparison
+
+    if isinstance(jobs, (str, Job)):
+        jobs = [jobs]
+    handles = [job if isinstance(job, Job) else attach(str(job), config=config) for job in jobs]
+    comparison = Comparison(handles, metric)
+    if display:
+        comparison.show()
+    return comparison
+
+
 def job_settings(target: str, spec: ModelSpec, training: TrainingConfig, federation: FederationConfig) -> dict:
     """What a job was built from, as ``Job.settings`` keeps it (no secrets: these configs hold none)."""
     return {
