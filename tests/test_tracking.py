@@ -265,3 +265,16 @@ def test_a_tracking_server_that_goes_away_mid_job_never_fails_it(home, tracked, 
     history = client.get_metric_history(run.info.run_id, "global/loss")
     assert {m.step: m.value for m in history} == pytest.approx({r.round: r.global_loss for r in job.rounds})
     assert run.data.tags["status"] == "FINISHED"
+
+
+def test_fl_submit_tracking_flags_fail_before_anything_is_submitted(ip, home, tmp_path):
+    from IPython.core.error import UsageError
+
+    ip.user_ns["fl_model"] = capture(fl_models.DeltaNet, fl_models.delta_train)
+    with pytest.raises(UsageError, match="unknown scheme 'wandb'"):
+        ip.run_line_magic("fl_submit", f"--shards {home / 'shards'} --tracking wandb:project --tracking-models")
+    dead = f"http://127.0.0.1:{free_port()}"
+    ip.run_line_magic("fl_config", f"tracking=mlflow:{dead}")
+    with pytest.raises(UsageError, match=f"{dead} does not answer"):
+        ip.run_line_magic("fl_submit", f"--shards {home / 'shards'} --img-size 8")
+    assert not (tmp_path / "rt_home" / "jobs").exists() or not list((tmp_path / "rt_home" / "jobs").iterdir())

@@ -223,7 +223,7 @@ class FederationConfig(Config):
     privacy: str = setting("", "Privacy filters on each site's update, e.g. 'exclude:^fc\\.'", flag=True)
     tracking: str = setting(
         "",
-        "Where the run is logged: 'tensorboard:DIR', 'mlflow:URI', several separated by ';'",
+        "Where the run is logged: tensorboard:DIR, mlflow:URI (several: ';')",
         flag=True,
     )  # checked in validate(), with the message of the sink that finds the problem
     tracking_models: bool = setting(False, "Keep the final and best models with the MLflow run", flag=True)
