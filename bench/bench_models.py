@@ -60,3 +60,18 @@ def scaled_net_module(millions: float, folder):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
     return importlib.import_module(name)
+
+
+class QuickstartCNN(nn.Module):
+    """The quickstart notebook's TinyCNN (4 classes, 32 x 32 images), trained by the default loop."""
+
+    def __init__(self, num_classes: int = 4):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        )
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1))

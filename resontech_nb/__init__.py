@@ -35,6 +35,7 @@ _LAZY = {
     "make_synthetic_shards": ("resontech_nb.data.synthetic", "make_synthetic_shards"),
     "show_dashboard": ("resontech_nb.dashboard", "show_dashboard"),
     "list_jobs": ("resontech_nb.api", "list_jobs"),
+    "compare": ("resontech_nb.api", "compare"),
     "PocDeployment": ("resontech_nb.targets.nvflare.poc", "PocDeployment"),
 }
 

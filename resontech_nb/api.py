@@ -96,6 +96,7 @@ def submit(
     jobs_home()  # an unwritable home fails before anything starts
     runner = get_target(target, config)  # unknown target fails before anything is built
     runner.preflight()  # settings, login, endpoints, bucket
+    _check_tracking(federation)  # an unreachable tracking server fails before anything is submitted
     shard_set = _shard_set(shards, training)
     # The folder only lives until the target has copied or uploaded it: a failed submit leaves nothing.
     with tempfile.TemporaryDirectory(prefix="rt_build_") as tmp:
@@ -104,7 +105,9 @@ def submit(
         built = BuiltJob(job_dir, dict(shard_set.shards), training, federation, spec.class_name)
         job = runner.submit(built)
     job.validation_metrics = _validation_metrics(training, federation)
-    _remember(job.id, target, config)
+    job.settings = job_settings(target, spec, training, federation)
+    _remember(job.id, target, config, job.settings)
+    _follow(job, federation.tracking, federation.tracking_models)
     return job
 
 
@@ -115,13 +118,78 @@ def _validation_metrics(training: TrainingConfig, federation: FederationConfig) 
     return metrics + ((select,) if select and select not in metrics else ())
 
 
-def attach(job_id: str, target: str | None = None, config: ResonTechConfig | Mapping[str, Any] | None = None) -> Job:
-    """A handle on an earlier job, e.g. after a kernel restart; ``target`` is looked up if not given."""
+def attach(
+    job_id: str,
+    target: str | None = None,
+    config: ResonTechConfig | Mapping[str, Any] | None = None,
+    tracking: str | None = None,
+) -> Job:
+    """A handle on an earlier job, e.g. after a kernel restart; ``target`` is looked up if not given.
+
+    A job submitted with ``FederationConfig.tracking`` is followed again (only what its runs lack is logged);
+    ``tracking`` names other sinks (``""``: none).
+    """
     check_job_id(job_id)  # a path-like id never reaches the file system or a URL
     config = as_config(ResonTechConfig, config)
-    if target is None:
-        target = _recall(job_id).get("target", "local")
-    return get_target(target, config).attach(job_id)
+    entry = _recall(job_id, missing_ok=target is not None)
+    job = get_target(target or entry.get("target", "local"), config).attach(job_id)
+    job.settings = dict(entry.get("settings") or {})
+    federation = job.settings.get("federation") or {}
+    if tracking is not None:
+        federation = {**federation, "tracking": tracking}
+        _check_tracking(as_config(FederationConfig, {"tracking": tracking}))
+    _follow(job, str(federation.get("tracking") or ""), bool(federation.get("tracking_models")))
+    return job
+
+
+def compare(
+    jobs: Any,
+    metric: str = "accuracy",
+    display: bool = True,
+    config: ResonTechConfig | Mapping[str, Any] | None = None,
+) -> Any:
+    """Jobs side by side: one figure of ``metric`` per round and a table (``.table``: a list of row dicts).
+
+    ``jobs`` holds ``Job`` handles or job ids (ids work after a kernel restart). In a kernel, ``display=True``
+    shows it under the cell and keeps it current while a job still runs.
+    """
+    from .dashboard.compare import Comparison
+
+    if isinstance(jobs, (str, Job)):
+        jobs = [jobs]
+    handles = [job if isinstance(job, Job) else attach(str(job), config=config) for job in jobs]
+    comparison = Comparison(handles, metric)
+    if display:
+        comparison.show()
+    return comparison
+
+
+def job_settings(target: str, spec: ModelSpec, training: TrainingConfig, federation: FederationConfig) -> dict:
+    """What a job was built from, as ``Job.settings`` keeps it (no secrets: these configs hold none)."""
+    return {
+        "target": target,
+        "model": spec.class_name,
+        "parameters": spec.param_count,
+        "training": training.to_dict(),
+        "federation": federation.to_dict(),
+    }
+
+
+def _check_tracking(federation: FederationConfig) -> None:
+    if not federation.tracking:
+        return
+    from .tracking import parse_sinks
+
+    for sink in parse_sinks(federation.tracking):
+        sink.check_reachable()
+
+
+def _follow(job: Job, tracking: str, models: bool) -> None:
+    if not tracking:
+        return
+    from .tracking.tracker import follow
+
+    follow(job, tracking, models=models)
 
 
 def list_jobs() -> list[dict[str, Any]]:
@@ -136,19 +204,21 @@ def list_jobs() -> list[dict[str, Any]]:
     return sorted(entries, key=lambda e: e.get("submitted_at", 0), reverse=True)
 
 
-def _remember(job_id: str, target: str, config: ResonTechConfig) -> None:
+def _remember(job_id: str, target: str, config: ResonTechConfig, settings: dict | None = None) -> None:
     import time
 
     index = jobs_home() / "index"
     index.mkdir(parents=True, exist_ok=True)
-    entry = {"target": target, "submitted_at": time.time()}
+    entry = {"target": target, "submitted_at": time.time(), "settings": settings or {}}
     if target == "resontech":
         entry["base_url"] = config.base_url
     (index / f"{job_id}.json").write_text(json.dumps(entry), encoding="utf-8")
 
 
-def _recall(job_id: str) -> dict[str, Any]:
+def _recall(job_id: str, missing_ok: bool = False) -> dict[str, Any]:
     path = jobs_home() / "index" / f"{job_id}.json"
+    if not path.is_file() and missing_ok:
+        return {}
     if not path.is_file():
         if (jobs_home() / "jobs" / job_id).is_dir():
             return {"target": "local"}

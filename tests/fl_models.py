@@ -178,3 +178,17 @@ def expected_scaffold(rounds: int, samples: dict[str, int]) -> tuple[float, list
         c_global += sum(samples[s] * c_delta[s] for s in samples) / total
         moves.append(moved)
     return shift, moves
+
+
+def logging_train(payload):
+    """metric_train that also logs ``batch_loss`` twice a round through payload["log"] (k, then k + 0.5)."""
+    out = metric_train(payload)
+    for i in range(2):
+        payload["log"]("batch_loss", site_number(payload) + i / 2)
+    return out
+
+
+def slow_logging_train(payload):
+    """logging_train that takes 1.5 s a round, so a test can stop a tracking server mid-job."""
+    time.sleep(1.5)
+    return logging_train(payload)

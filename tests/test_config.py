@@ -42,6 +42,8 @@ def test_defaults_match_the_integration_guide(clean_env):
         "fedopt_lr": 0.0,
         "fedopt_momentum": 0.6,
         "privacy": "",
+        "tracking": "",
+        "tracking_models": False,
     }
     assert federation.to_dict() == beyond_the_guide | {
         "num_rounds": 5,

@@ -18,6 +18,7 @@ from .. import algorithms
 from ..errors import ConfigError
 from ..fields import declare, setting
 from ..privacy import privacy_problem
+from ..tracking import tracking_problem
 from .base import SECRET_FIELDS, Config
 
 __all__ = ["SECRET_FIELDS", "FederationConfig", "ResonTechConfig", "TrainingConfig", "as_config"]
@@ -220,9 +221,16 @@ class FederationConfig(Config):
     # Each algorithm's own settings, declared by its unit in resontech_nb/algorithms/.
     declare(locals(), algorithms.algorithm_settings())
     privacy: str = setting("", "Privacy filters on each site's update, e.g. 'exclude:^fc\\.'", flag=True)
+    tracking: str = setting(
+        "",
+        "Where the run is logged: tensorboard:DIR, mlflow:URI (several: ';')",
+        flag=True,
+    )  # checked in validate(), with the message of the sink that finds the problem
+    tracking_models: bool = setting(False, "Keep the final and best models with the MLflow run", flag=True)
 
     def validate(self) -> None:
         self._require(not (problem := privacy_problem(self.privacy)), problem)
+        self._require(not (problem := tracking_problem(self.tracking)), problem)
         self._require(
             not (self.privacy and self.cross_site_eval),
             "cross_site_eval sends each site's whole local model to the other sites, which the privacy filters "

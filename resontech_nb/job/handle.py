@@ -90,6 +90,10 @@ class Job(ABC):
         self._rounds: list[RoundRecord] = []
         self._results: dict[str, dict[str, Any]] = {}
         self._evaluation: dict[str, Any] = {}
+        self._extra_notes: dict[str, str] = {}  # e.g. a tracking server that stopped answering, by source
+        # What the job was built from (target, model, training, federation): set by api.submit / api.attach.
+        self.settings: dict[str, Any] = {}
+        self.tracking: Any = None  # the job's Tracker when FederationConfig.tracking is set
 
     # -- what a target implements -------------------------------------------------
     @abstractmethod
@@ -154,7 +158,11 @@ class Job(ABC):
         notes += participation_notes(self._rounds)
         if self._evaluation.get("error"):
             notes.append(str(self._evaluation["error"]))
-        return notes
+        return notes + list(self._extra_notes.values())
+
+    def set_note(self, key: str, text: str) -> None:
+        """Add a note from ``key`` (e.g. a tracking sink), replacing that source's earlier one."""
+        self._extra_notes[key] = text
 
     @property
     def done(self) -> bool:

@@ -14,6 +14,11 @@ Tasks:
 
 With ``algorithm`` fedprox or scaffold the payload also holds ``fedprox_mu`` and ``fedprox`` (the proximal
 term) or ``scaffold`` (the control variates, kept here from round to round); see ``rt_algorithms``.
+
+``payload["log"](name, value, step=None)`` lets ``fl_train_model`` log its own step metrics (e.g. a batch's
+loss): they travel with this site's result and the server keeps them in the round's record
+(``clients[site]["steps"]``), where the notebook's tracking sinks find them. ``step`` defaults to a count per
+name that runs over the whole job on this site.
 """
 
 from __future__ import annotations
@@ -38,6 +43,30 @@ from rt_wire import release_task_weights, task_weights, to_numpy, to_state_dict,
 
 ERROR_HEADER = "rt_error"
 EVALUATE_FN = "fl_evaluate_model"
+MAX_STEP_LOGS = 5000  # per site and round: what travels with the result stays small
+
+
+class StepLog:
+    """``payload["log"]``: collects ``(name, value, step)`` during one round's ``fl_train_model``."""
+
+    def __init__(self, counters: dict[str, int]) -> None:
+        self.rows: list[list[Any]] = []
+        self.dropped = 0
+        self._counters = counters  # kept by the executor: default steps run on from round to round
+
+    def __call__(self, name: str, value: Any, step: int | None = None) -> None:
+        name = str(name)
+        if step is None:
+            step = self._counters.get(name, 0)
+        self._counters[name] = int(step) + 1
+        try:
+            number = float(value.item() if hasattr(value, "item") else value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"payload['log']({name!r}, ...) needs a number, got {type(value).__name__}") from exc
+        if len(self.rows) >= MAX_STEP_LOGS:
+            self.dropped += 1
+            return
+        self.rows.append([name, number, int(step)])
 
 
 def error_reply(message: str, rc: str = ReturnCode.EXECUTION_EXCEPTION) -> Shareable:
@@ -87,6 +116,7 @@ class RTTrainExecutor(Executor):
         self._last_weights: dict[str, Any] | None = None
         self._num_rounds = 0
         self._scaffold_local: dict[str, torch.Tensor] = {}  # this site's control variate c_i
+        self._step_counters: dict[str, int] = {}  # payload["log"]'s default steps, over the whole job
 
     # -- helpers ---------------------------------------------------------------
     def _model_def(self) -> Any:
@@ -187,6 +217,8 @@ class RTTrainExecutor(Executor):
             if abort_signal.triggered:
                 return make_reply(ReturnCode.TASK_ABORTED)
             extras = self._algorithm_payload(incoming, global_controls)
+            step_log = StepLog(self._step_counters)
+            payload["log"] = step_log
             result = self._model_def().fl_train_model({**payload, "initial_weights": incoming, **extras})
             weights, samples, metrics = rt_checks.check_train_result(result, reference)
             control_delta = extras["scaffold"].finish(weights, incoming) if "scaffold" in extras else None
@@ -199,6 +231,11 @@ class RTTrainExecutor(Executor):
 
         metrics = rt_checks.plain_metrics(metrics)
         meta.update({MetaKey.NUM_STEPS_CURRENT_ROUND: samples, "rt_samples": samples, "rt_metrics": metrics})
+        if step_log.rows:
+            meta["rt_steps"] = step_log.rows
+        if step_log.dropped:
+            dropped = f"payload['log']: {step_log.dropped} calls past {MAX_STEP_LOGS} this round dropped"
+            self.log_warning(fl_ctx, dropped)
         if "loss" in metrics:
             meta["rt_loss"] = metrics["loss"]
         self._last_weights = weights if self.keep_local_model else None

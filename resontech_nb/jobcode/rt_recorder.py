@@ -131,6 +131,8 @@ class RoundRecorder(FLComponent):
             "samples": int(meta.get("rt_samples") or meta.get("NUM_STEPS_CURRENT_ROUND") or 0),
             "metrics": meta.get("rt_metrics") or {},
         }
+        if meta.get("rt_steps"):  # the site's payload["log"] calls: [[name, value, step], ...]
+            self._clients[site]["steps"] = list(meta["rt_steps"])
         self._note_validation(site, meta)
 
     def _note_validation(self, site: str, values: Any) -> None:

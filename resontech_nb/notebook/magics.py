@@ -233,6 +233,18 @@ class FLMagics(Magics, SessionSettings):
         job.abort()
         print(job.summary())
 
+    @line_magic
+    @magic_arguments()
+    @argument("jobs", nargs="+", help="Variables holding Jobs, or job ids")
+    @argument("--metric", default="accuracy", help="The metric drawn and compared (default: accuracy)")
+    @usage_errors
+    def fl_compare(self, line: str) -> None:
+        """Compare jobs: one figure of the metric per round (best round marked) and a table of what differs."""
+        args = parse_line(self.fl_compare, line)
+        from .. import api
+
+        api.compare([self._job(ref) for ref in args.jobs], metric=args.metric)
+
     def _job(self, ref: str | None) -> Any:
         from ..job.handle import Job
 

@@ -7,6 +7,7 @@ Rounds are numbered from 0 as in NVFlare; displays show ``round + 1``.
 Per client: training ``loss``, ``samples`` and every scalar ``metrics`` that ``fl_train_model``
 returned; ``validation`` (the metrics of the global model this round produced, evaluated on
 that client's data) with ``validation_samples``, or ``validation_error`` when that failed.
+``steps`` holds what ``fl_train_model`` logged through ``payload["log"]`` as ``(name, value, step)``.
 Per round: ``metrics`` and ``validation`` are the sample-weighted means over the clients.
 """
 
@@ -50,6 +51,18 @@ def weighted_mean(parts: Iterable[tuple[Mapping[str, float], int]]) -> dict[str,
     return {key: sums[key] / weights[key] for key in sums}
 
 
+def _steps(rows: Any) -> tuple[tuple[str, float, int], ...]:
+    """``[[name, value, step], ...]`` as tuples; malformed rows are dropped."""
+    out = []
+    for row in rows or ():
+        try:
+            name, value, step = row
+            out.append((str(name), float(value), int(step)))
+        except (TypeError, ValueError):
+            continue
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class ClientRound:
     """What one client did in one round."""
@@ -62,6 +75,7 @@ class ClientRound:
     validation: dict[str, float] = field(default_factory=dict)
     validation_samples: int = 0
     validation_error: str | None = None
+    steps: tuple[tuple[str, float, int], ...] = ()  # what fl_train_model logged with payload["log"]
 
     @property
     def took_part(self) -> bool:
@@ -80,6 +94,7 @@ class ClientRound:
             validation=scalar_metrics(data.get("validation")),
             validation_samples=int(data.get("validation_samples") or 0),
             validation_error=data.get("validation_error"),
+            steps=_steps(data.get("steps")),
         )
 
 

@@ -1,0 +1,283 @@
+"""Tracking for real: a local NVFlare job logged to TensorBoard (read back with TensorBoard's own reader), a real
+``mlflow server`` on loopback (sqlite backend) and an MLflow file store, each compared with ``job.rounds``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import fl_models
+import pytest
+import torch
+
+from resontech_nb import FederationConfig, TrainingConfig, attach, capture, make_synthetic_shards, submit
+from resontech_nb.errors import ConfigError
+from resontech_nb.targets.nvflare.poc_project import free_port
+
+pytestmark = pytest.mark.slow
+
+mlflow_tracking = pytest.importorskip("mlflow.tracking")
+event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+
+ROUNDS = 3
+
+
+class MlflowServer:
+    """A real ``mlflow server`` on a free loopback port with a sqlite backend; ``stop()``/``start()`` keep the data."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> MlflowServer:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{self.folder / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(self.folder / "artifacts"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.folder / "server.log", "ab"),
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=2).close()
+                return self
+            except OSError:
+                assert self.proc.poll() is None, (self.folder / "server.log").read_text()[-2000:]
+                time.sleep(0.5)
+        raise RuntimeError("mlflow server did not start")
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        root = tmp_path_factory.mktemp("tracking")
+        mp.setenv("RESONTECH_NB_HOME", str(root / "rt_home"))
+        mp.setenv("RESONTECH_NB_CONFIG", str(root / "no-config.toml"))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(home):
+    folder = home / "mlflow_server"
+    folder.mkdir()
+    server = MlflowServer(folder).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def tracked(home, mlflow_server):
+    """One finished job logged to TensorBoard, the MLflow server and an MLflow file store."""
+    shards = make_synthetic_shards(home / "shards", n_clients=2, img_size=8, seed=5)
+    tracking = f"tensorboard:{home / 'tb'}; mlflow:{mlflow_server.url}; mlflow:{home / 'mlruns'}"
+    job = submit(
+        capture(fl_models.DeltaNet, fl_models.logging_train, fl_models.delta_evaluate),
+        shards,
+        training=TrainingConfig(img_size=8),
+        federation=FederationConfig(
+            num_rounds=ROUNDS,
+            min_clients=2,
+            wait_time_after_min_received=0,
+            job_name="tracked",
+            select_metric="score",
+            tracking=tracking,
+            tracking_models=True,
+        ),
+    )
+    assert job.wait(timeout=400) == "FINISHED", job.error
+    assert job.tracking.wait(timeout=120)
+    return job
+
+
+def expected_points(job) -> dict[str, dict[int, float]]:
+    """What the run must hold, from job.rounds."""
+    out: dict[str, dict[int, float]] = {}
+    for record in job.rounds:
+        out.setdefault("global/loss", {})[record.round] = record.global_loss
+        for key, value in record.validation.items():
+            out.setdefault(f"global/val/{key}", {})[record.round] = value
+        out.setdefault("round/participants", {})[record.round] = float(len(record.participants))
+        for site, client in record.clients.items():
+            for key, value in client.metrics.items():
+                out.setdefault(f"site/{site}/train/{key}", {})[record.round] = value
+            for key, value in client.validation.items():
+                out.setdefault(f"site/{site}/val/{key}", {})[record.round] = value
+    return out
+
+
+def test_the_job_has_its_sites_step_logs_in_its_records(tracked):
+    steps = {site: c.steps for site, c in tracked.rounds[1].clients.items()}
+    # payload["log"]'s default step runs on over the job: round 1 holds steps 2 and 3
+    assert steps == {
+        "site-1": (("batch_loss", 1.0, 2), ("batch_loss", 1.5, 3)),
+        "site-2": (("batch_loss", 2.0, 2), ("batch_loss", 2.5, 3)),
+    }
+
+
+def tensorboard_scalars(run_dir: Path) -> dict[str, dict[int, float]]:
+    acc = event_accumulator.EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    out: dict[str, dict[int, float]] = {}
+    for tag in acc.Tags()["scalars"]:
+        events = acc.Scalars(tag)
+        assert len({e.step for e in events}) == len(events), f"{tag} has a step twice"
+        out[tag] = {e.step: e.value for e in events}
+    return out
+
+
+def test_tensorboard_holds_every_round_as_the_records_say(tracked, home):
+    scalars = tensorboard_scalars(home / "tb" / tracked.id)
+    for key, by_round in expected_points(tracked).items():
+        assert scalars[key] == pytest.approx(by_round), key
+    assert set(scalars["global/val/score"]) == set(range(ROUNDS))
+    assert scalars["site/site-2/log/batch_loss"] == pytest.approx({s: 2.0 + (s % 2) / 2 for s in range(2 * ROUNDS)})
+    assert scalars["site/site-1/took_part"] == {r: 1.0 for r in range(ROUNDS)}
+
+
+def mlflow_run(uri: str, job):
+    client = mlflow_tracking.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("tracked")
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.resontech_job_id = '{job.id}'")
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+def assert_mlflow_matches(client, run, job) -> None:
+    for key, by_round in expected_points(job).items():
+        history = client.get_metric_history(run.info.run_id, key)
+        assert {m.step: m.value for m in history} == pytest.approx(by_round), key
+        assert len(history) == len(by_round), f"{key} logged twice"
+    assert run.data.params["algorithm"] == "fedavg"
+    assert run.data.params["federation.num_rounds"] == str(ROUNDS)
+    assert run.data.params["parameters"] == "9"
+    assert run.data.tags["status"] == "FINISHED"
+    assert run.info.status == "FINISHED"
+
+
+def test_the_mlflow_server_holds_the_run_and_both_models(tracked, mlflow_server, tmp_path):
+    client, run = mlflow_run(mlflow_server.url, tracked)
+    assert_mlflow_matches(client, run, tracked)
+    steps = client.get_metric_history(run.info.run_id, "site/site-1/log/batch_loss")
+    assert sorted((m.step, m.value) for m in steps) == [(s, 1.0 + (s % 2) / 2) for s in range(2 * ROUNDS)]
+    for which in ("final", "best"):
+        path = client.download_artifacts(run.info.run_id, f"models/{which}_model.pt", str(tmp_path))
+        saved = torch.load(path)
+        expected = tracked.result(which)
+        assert saved.keys() == expected.keys()
+        assert all(torch.equal(torch.as_tensor(saved[k]), torch.as_tensor(expected[k])) for k in saved)
+
+
+def test_the_mlflow_file_store_holds_the_run(tracked, home):
+    client, run = mlflow_run((home / "mlruns").as_uri(), tracked)
+    assert_mlflow_matches(client, run, tracked)
+
+
+def test_attach_after_a_restart_logs_only_what_is_missing(tracked, home, mlflow_server):
+    again = attach(tracked.id, tracking=f"tensorboard:{home / 'tb2'};mlflow:{mlflow_server.url}")
+    assert again.tracking is not tracked.tracking
+    assert again.tracking.wait(timeout=120)
+    # the run on the server is found by its job id tag and nothing is logged twice ...
+    client, run = mlflow_run(mlflow_server.url, tracked)
+    assert_mlflow_matches(client, run, tracked)
+    # ... a new TensorBoard folder gets everything; the settings came back with the job id
+    scalars = tensorboard_scalars(home / "tb2" / tracked.id)
+    assert scalars["global/val/score"] == pytest.approx(expected_points(tracked)["global/val/score"])
+    assert again.settings["federation"]["job_name"] == "tracked"
+    assert not [n for n in again.notes if "tracking" in n]
+
+
+def test_an_unknown_scheme_or_an_unreachable_server_fails_before_anything_is_submitted(home):
+    with pytest.raises(ConfigError, match="unknown scheme 'wandb'"):
+        FederationConfig(tracking="wandb:project")
+    dead = f"http://127.0.0.1:{free_port()}"
+    jobs_before = set((home / "rt_home" / "jobs").glob("*"))
+    with pytest.raises(ConfigError, match=f"MLflow tracking server {dead} does not answer"):
+        submit(
+            capture(fl_models.DeltaNet, fl_models.delta_train),
+            home / "shards",
+            training=TrainingConfig(img_size=8),
+            federation=FederationConfig(num_rounds=1, job_name="never", tracking=f"mlflow:{dead}"),
+        )
+    assert set((home / "rt_home" / "jobs").glob("*")) == jobs_before
+
+
+def test_a_tracking_server_that_goes_away_mid_job_never_fails_it(home, tracked, mlflow_server):
+    """Last in the module: it stops and starts the module's server (one server start less than a server of its own)."""
+    server = mlflow_server
+    job = submit(
+        capture(fl_models.DeltaNet, fl_models.slow_logging_train),
+        home / "shards",
+        training=TrainingConfig(img_size=8),
+        federation=FederationConfig(
+            num_rounds=6,
+            min_clients=2,
+            wait_time_after_min_received=0,
+            job_name="tracked",
+            tracking=f"mlflow:{server.url}",
+        ),
+    )
+    job.tracking.grace_s = 600  # on a loaded machine the server's restart may come well after the job's end
+    deadline = time.monotonic() + 300
+    while not job.rounds and time.monotonic() < deadline:
+        time.sleep(0.5)
+    server.stop()
+    notes: list[str] = []
+    while not any("stopped answering" in n for n in notes) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        notes = job.notes
+    assert any(f"tracking mlflow:{server.url} stopped answering" in n for n in notes), notes
+    server.start()
+    assert job.wait(timeout=300) == "FINISHED", job.error  # the job never noticed
+    assert job.tracking.wait(timeout=180)
+    assert any("everything it missed was logged" in n for n in job.notes), job.notes
+    assert len(job.rounds) == 6
+    client, run = mlflow_run(server.url, job)
+    history = client.get_metric_history(run.info.run_id, "global/loss")
+    assert {m.step: m.value for m in history} == pytest.approx({r.round: r.global_loss for r in job.rounds})
+    assert run.data.tags["status"] == "FINISHED"
+
+
+def test_fl_submit_tracking_flags_fail_before_anything_is_submitted(ip, home, tmp_path):
+    from IPython.core.error import UsageError
+
+    ip.user_ns["fl_model"] = capture(fl_models.DeltaNet, fl_models.delta_train)
+    with pytest.raises(UsageError, match="unknown scheme 'wandb'"):
+        ip.run_line_magic("fl_submit", f"--shards {home / 'shards'} --tracking wandb:project --tracking-models")
+    dead = f"http://127.0.0.1:{free_port()}"
+    ip.run_line_magic("fl_config", f"tracking=mlflow:{dead}")
+    with pytest.raises(UsageError, match=f"{dead} does not answer"):
+        ip.run_line_magic("fl_submit", f"--shards {home / 'shards'} --img-size 8")
+    assert not (tmp_path / "rt_home" / "jobs").exists() or not list((tmp_path / "rt_home" / "jobs").iterdir())
