@@ -222,6 +222,9 @@ def test_attach_after_a_restart_logs_only_what_is_missing(tracked, home, mlflow_
 def test_an_unknown_scheme_or_an_unreachable_server_fails_before_anything_is_submitted(home):
     with pytest.raises(ConfigError, match="unknown scheme 'wandb'"):
         FederationConfig(tracking="wandb:project")
+    with pytest.raises(ConfigError, match="MLFLOW_TRACKING_PASSWORD") as refused:  # a password is never kept
+        FederationConfig(tracking="mlflow:https://bob:hunter2@mlflow.example.com")
+    assert "hunter2" not in str(refused.value)
     dead = f"http://127.0.0.1:{free_port()}"
     jobs_before = set((home / "rt_home" / "jobs").glob("*"))
     with pytest.raises(ConfigError, match=f"MLflow tracking server {dead} does not answer"):

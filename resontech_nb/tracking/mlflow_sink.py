@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from ..records.status import ABORTED, FAILED, FINISHED
@@ -48,6 +49,13 @@ class MlflowSink(Sink):
         scheme = where.split("://", 1)[0] if "://" in where else ""
         if scheme and scheme not in ("http", "https", "file", "sqlite", "databricks", "postgresql", "mysql"):
             return f"tracking mlflow:{where}: unknown URI scheme {scheme!r} (use http(s)://, sqlite:///, file:///)"
+        if scheme and ":" in urlsplit(where).netloc.rpartition("@")[0]:
+            # The setting is kept with the job and shown in notes: a password in it would be written and shown too.
+            shown = urlsplit(where)._replace(netloc="***@" + urlsplit(where).netloc.rpartition("@")[2]).geturl()
+            return (
+                f"tracking mlflow:{shown} holds a password: take it out of the URI and set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the kernel's environment instead"
+            )
         return ""
 
     def check_reachable(self) -> None:
