@@ -127,6 +127,14 @@ class TrainingConfig(Config):
         ok=lambda v: 0 <= v < 1,
         problem="must be at least 0 and below 1 (e.g. 0.2), got {value}",
     )
+    seed: int = setting(
+        0,
+        "Seed of the initial weights, each site's data order and the default loop's randomness per round "
+        "(same seed, data, model and settings: the same global weights on CPU)",
+        flag=True,
+        ok=lambda v: 0 <= v < 2**32,
+        problem="must be between 0 and 2**32 - 1, got {value}",
+    )
 
 
 @dataclass(repr=False)
