@@ -25,6 +25,7 @@ _LAZY = {
     "validate_shards": ("resontech_nb.data.shards", "validate_shards"),
     "make_synthetic_shards": ("resontech_nb.data.synthetic", "make_synthetic_shards"),
     "split_shards": ("resontech_nb.data.splitting", "split_shards"),
+    "data_summary": ("resontech_nb.data.summary", "data_summary"),
     "show_dashboard": ("resontech_nb.dashboard", "show_dashboard"),
     "list_jobs": ("resontech_nb.api", "list_jobs"),
     "PocDeployment": ("resontech_nb.targets.nvflare.poc", "PocDeployment"),

@@ -142,6 +142,7 @@ def validate_shards(
         shards[site] = shard.resolve()
         per_shard[site] = samples
 
+    warn_no_validation(per_shard, shards, training.val_fraction)
     remote = 0
     if check_remote:
         for site, samples in per_shard.items():
@@ -175,6 +176,22 @@ def validate_shards(
     warn_mixed_images(result)
     log.info("validated shards: %s", result.describe())
     return result
+
+
+def warn_no_validation(
+    per_shard: dict[str, list[rt_manifest.Sample]], shards: dict[str, Path], val_fraction: float
+) -> None:
+    """A warning for each site that will have no validation rows, when validation is asked for or other sites have
+    some (the default loop's split: rows marked ``val``, else a ``val_fraction`` of them)."""
+    empty = [site for site, samples in per_shard.items() if not rt_manifest.split_samples(samples, val_fraction)[1]]
+    if empty and (val_fraction > 0 or len(empty) < len(per_shard)):
+        names = ", ".join(f"{site} ({shards[site].name})" for site in empty)
+        warnings.warn(
+            f"{names} will have no validation rows: they train but report no validation; mark some rows "
+            "meta.split='val' or raise val_fraction",
+            DataWarning,
+            stacklevel=3,
+        )
 
 
 def warn_mixed_images(shard_set: ShardSet) -> None:
