@@ -41,6 +41,16 @@ def default_loop_channels(spec: ModelSpec, training: TrainingConfig, shards: Sha
             )
         _check_channels(spec.class_name, shape[1], shards, "--input-shape")
         return int(shape[1])
+    if shape is not None:  # not an image batch: the user declared another input; preflight ran it
+        log.warning(
+            "%s was checked with --input-shape %s, not (N, C, H, W): the default loop feeds it image batches "
+            "(N, C, %d, %d); write your own fl_train_model if it takes something else",
+            spec.class_name,
+            ",".join(map(str, shape)),
+            size,
+            size,
+        )
+        return 0
     import torch
 
     try:
