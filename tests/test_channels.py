@@ -4,6 +4,7 @@ loop cannot make. ``rt_default_train`` is imported the way sites import it: as a
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -21,8 +22,8 @@ if str(JOBCODE) not in sys.path:
 import rt_default_train  # noqa: E402
 import rt_zip  # noqa: E402
 
-from resontech_nb import TrainingConfig, build_job, capture, make_shard, validate_shards  # noqa: E402
-from resontech_nb.errors import DataWarning, JobBuildError  # noqa: E402
+from resontech_nb import TrainingConfig, build_job, capture, make_shard, submit, validate_shards  # noqa: E402
+from resontech_nb.errors import CaptureWarning, DataWarning, JobBuildError  # noqa: E402
 
 SIZE = 8
 
@@ -111,11 +112,18 @@ def test_a_model_checked_for_32_px_run_with_the_default_img_size_fails_before_th
     assert (job / "app" / "config" / "config_fed_client.json").read_text().count('"in_channels": 1') == 1
 
 
-def test_without_input_shape_one_forward_pass_at_img_size_checks_the_model(colour, tmp_path):
+def test_without_input_shape_one_forward_pass_at_img_size_checks_the_model(colour, tmp_path, clean_env):
     spec = capture(GrayNet)
-    with pytest.raises(JobBuildError, match=r"fails on the \(2, 1, 224, 224\) batches .* set --img-size"):
+    message = r"fails on the \(2, 1, 224, 224\) batches .* set --img-size"
+    with pytest.raises(JobBuildError, match=message):
+        submit(spec, colour, TrainingConfig(), {"min_clients": 1})  # fails before anything starts
+    jobs = Path(os.environ["RESONTECH_NB_HOME"]) / "jobs"
+    assert not jobs.exists() or not any(jobs.iterdir())
+    with pytest.warns(CaptureWarning, match=message):  # only a folder: a warning
         build_job(spec, colour, TrainingConfig(), out=tmp_path / "job")
-    build_job(spec, colour, TrainingConfig(img_size=SIZE), out=tmp_path / "ok")  # RGB images, 1 channel: converted
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_job(spec, colour, TrainingConfig(img_size=SIZE), out=tmp_path / "ok")  # RGB images, 1 channel
 
 
 def test_a_channel_count_the_loop_cannot_make_names_the_fix(colour, tmp_path):

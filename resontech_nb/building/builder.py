@@ -79,11 +79,14 @@ def build_job(
     executor: type | None = None,
     persistor: type | None = None,
     initial_weights: Mapping[str, Any] | None = None,
+    *,
+    submitting: bool = False,
 ) -> Path:
     """Write the job folder for ``spec`` trained on ``shards`` (a validated ``ShardSet``); return its path.
 
     ``initial_weights`` (a state_dict) is where round 0 starts; it is checked against the model and
-    shipped inside the job.
+    shipped inside the job. ``submitting``: a default-loop model that fails its forward pass at ``img_size``
+    is an error (else a warning: the folder may be meant for something else).
     """
     training = as_config(TrainingConfig, training)
     federation = as_config(FederationConfig, federation)
@@ -111,7 +114,7 @@ def build_job(
         )
     _check_algorithm(spec, federation, executor)
     checked_weights = None if initial_weights is None else initial_weights_for(spec, initial_weights)
-    in_channels = 0 if spec.has_train_fn else default_loop_channels(spec, training, shards)
+    in_channels = 0 if spec.has_train_fn else default_loop_channels(spec, training, shards, strict=submitting)
 
     job_dir = _prepare_out(out, federation.job_name)
     custom = job_dir / APP / "custom"

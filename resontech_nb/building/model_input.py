@@ -9,10 +9,11 @@ that takes a channel count the loop cannot make, fails before anything is submit
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import TYPE_CHECKING
 
 from ..config.settings import TrainingConfig
-from ..errors import JobBuildError
+from ..errors import CaptureWarning, JobBuildError
 from ..jobcode import rt_dataset
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,9 +28,10 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def default_loop_channels(spec: ModelSpec, training: TrainingConfig, shards: ShardSet) -> int:
+def default_loop_channels(spec: ModelSpec, training: TrainingConfig, shards: ShardSet, strict: bool = True) -> int:
     """The channel count the default loop will feed ``spec``'s model (0: the sites decide); raise JobBuildError
-    when ``img_size`` or the channels cannot fit the model."""
+    when ``img_size`` or the channels cannot fit the model. A failed forward pass of a model checked without
+    ``--input-shape`` is only a CaptureWarning unless ``strict`` (a job about to be submitted)."""
     size = training.img_size
     shape = spec.input_shape
     if shape is not None and len(shape) == 4:
@@ -67,11 +69,14 @@ def default_loop_channels(spec: ModelSpec, training: TrainingConfig, shards: Sha
         with torch.no_grad():
             model(torch.zeros(2, channels, size, size))
     except Exception as exc:  # noqa: BLE001 - the user's forward
-        raise JobBuildError(
+        message = (
             f"{spec.class_name} fails on the (2, {channels}, {size}, {size}) batches the default loop feeds it with "
             f"img_size={size} ({_one_line(exc)}): set --img-size to the size the model was built for, "
             f"or check it with %%fl_model --input-shape 1,{channels},H,W"
-        ) from None
+        )
+        if strict:
+            raise JobBuildError(message) from None
+        warnings.warn(message + " (the job folder is written; submitting it fails here)", CaptureWarning, stacklevel=4)
     return 0
 
 
