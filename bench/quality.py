@@ -108,28 +108,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             per_seed[seed] = run_seed(seed, args, spec, Path(tmp))
-    keys = list(per_seed[args.seeds[0]])
+            report(per_seed, args)  # after every seed: a long run that is stopped keeps what it measured
+
+
+def report(per_seed: dict[int, dict[str, float]], args: argparse.Namespace) -> None:
+    """Print the table over the seeds measured so far and write the JSON."""
+    seeds = list(per_seed)
     table = {}
-    for key in keys:
-        values = [per_seed[s][key] for s in args.seeds]
+    for key in per_seed[seeds[0]]:
+        values = [per_seed[s][key] for s in seeds]
         table[key] = {
             "mean": statistics.fmean(values),
             "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
             "per_seed": values,
         }
     base = table["centralized"]["mean"]
-    print(f"\n| setting | held-out accuracy (mean of {len(args.seeds)} seeds) | vs centralized |")
+    print(f"\n| setting | held-out accuracy (mean of {len(seeds)} seed(s)) | vs centralized |")
     print("|---|---|---|")
     for key, row in table.items():
         print(f"| {key} | {row['mean']:.3f} ± {row['stdev']:.3f} | {100 * (row['mean'] - base):+.1f} points |")
     results = {
         "data": "sklearn load_digits, 20 % stratified held-out test set",
         "sites": args.sites, "alpha": args.alpha, "rounds": args.rounds, "local_epochs": args.epochs,
-        "seeds": args.seeds, "table": table,
+        "seeds": seeds, "table": table,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
-
 
 if __name__ == "__main__":
     main()
