@@ -64,9 +64,12 @@ def _build(
     executor: type | None,
     persistor: type | None,
     initial_weights: Mapping[str, Any] | None = None,
+    submitting: bool = False,
 ) -> Path:
     try:
-        return builder.build_job(spec, shard_set, training, federation, out, executor, persistor, initial_weights)
+        return builder.build_job(
+            spec, shard_set, training, federation, out, executor, persistor, initial_weights, submitting=submitting
+        )
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         raise JobBuildError(
@@ -101,7 +104,7 @@ def submit(
     # The folder only lives until the target has copied or uploaded it: a failed submit leaves nothing.
     with tempfile.TemporaryDirectory(prefix="rt_build_") as tmp:
         out = Path(tmp) / federation.job_name
-        job_dir = _build(spec, shard_set, training, federation, out, executor, persistor, initial_weights)
+        job_dir = _build(spec, shard_set, training, federation, out, executor, persistor, initial_weights, True)
         built = BuiltJob(job_dir, dict(shard_set.shards), training, federation, spec.class_name)
         job = runner.submit(built)
     job.validation_metrics = _validation_metrics(training, federation)

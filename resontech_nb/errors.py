@@ -30,6 +30,11 @@ class AlgorithmWarning(UserWarning):
     """A job whose algorithm would not act as chosen (e.g. fedprox with a loop that never adds the term)."""
 
 
+class DataWarning(UserWarning):
+    """The data will train, but not as it may seem: mixed image sizes or modes, a site without validation rows,
+    a split that had to move rows so that every site gets one."""
+
+
 class ManifestError(ResonTechError):
     """A shard ZIP or its manifest.ndjson is invalid."""
 

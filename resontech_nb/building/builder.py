@@ -33,6 +33,7 @@ from ..job.handle import jobs_home
 from ..jobcode import JOBCODE_DIR
 from . import nvflare_config
 from .custom_classes import accepted_args, ship_component
+from .model_input import default_loop_channels
 from .nvflare_config import APP
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,11 +79,14 @@ def build_job(
     executor: type | None = None,
     persistor: type | None = None,
     initial_weights: Mapping[str, Any] | None = None,
+    *,
+    submitting: bool = False,
 ) -> Path:
     """Write the job folder for ``spec`` trained on ``shards`` (a validated ``ShardSet``); return its path.
 
     ``initial_weights`` (a state_dict) is where round 0 starts; it is checked against the model and
-    shipped inside the job.
+    shipped inside the job. ``submitting``: a default-loop model that fails its forward pass at ``img_size``
+    is an error (else a warning: the folder may be meant for something else).
     """
     training = as_config(TrainingConfig, training)
     federation = as_config(FederationConfig, federation)
@@ -110,6 +114,7 @@ def build_job(
         )
     _check_algorithm(spec, federation, executor)
     checked_weights = None if initial_weights is None else initial_weights_for(spec, initial_weights)
+    in_channels = 0 if spec.has_train_fn else default_loop_channels(spec, training, shards, strict=submitting)
 
     job_dir = _prepare_out(out, federation.job_name)
     custom = job_dir / APP / "custom"
@@ -124,6 +129,7 @@ def build_job(
     hyperparams = training.to_dict()
     hyperparams["num_classes"] = training.num_classes or shards.num_classes
     hyperparams["multi_label"] = bool(shards.multi_label)
+    hyperparams["in_channels"] = in_channels  # 0: the default loop asks the model's first layer, then the images
     standard_args = {"model_module": "model_def", "model_class": spec.class_name}
 
     executor_path, executor_args = (
@@ -139,7 +145,7 @@ def build_job(
     if executor is not None:
         executor_path = ship_component(executor, "nvflare.apis.executor.Executor", custom)
         executor_args = accepted_args(executor, executor_args)
-    persistor_path, persistor_args = "rt_persistor.RTModelPersistor", dict(standard_args)
+    persistor_path, persistor_args = "rt_persistor.RTModelPersistor", {**standard_args, "seed": training.seed}
     if checked_weights is not None:
         import torch
 

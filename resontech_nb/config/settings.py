@@ -128,6 +128,15 @@ class TrainingConfig(Config):
         ok=lambda v: 0 <= v < 1,
         problem="must be at least 0 and below 1 (e.g. 0.2), got {value}",
     )
+    # 0 by default, like any fixed seed: the same data, model and settings give the same global weights (bit for bit
+    # on CPU, on the local target); change it to see how much a result owes to chance.
+    seed: int = setting(
+        0,
+        "Seed of the initial weights, data order and the default loop's randomness",
+        flag=True,
+        ok=lambda v: 0 <= v < 2**32,
+        problem="must be between 0 and 2**32 - 1, got {value}",
+    )
 
 
 @dataclass(repr=False)

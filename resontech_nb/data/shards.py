@@ -11,6 +11,7 @@ import logging
 import os
 import posixpath
 import ssl
+import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config.settings import TrainingConfig, as_config
-from ..errors import ManifestError
-from ..jobcode import rt_https, rt_manifest
+from ..errors import DataWarning, ManifestError
+from ..jobcode import rt_dataset, rt_https, rt_manifest
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,15 @@ class ShardSet:
     multi_label: bool
     remote_uris: int = 0
     label_counts: dict[str, dict[int, int]] = field(default_factory=dict, repr=False)
+    image_modes: dict[str, int] = field(default_factory=dict, repr=False)  # Pillow mode -> images (file:// only)
+    image_sizes: dict[tuple[int, int], int] = field(default_factory=dict, repr=False)  # (width, height) -> images
+
+    @property
+    def image_channels(self) -> int:
+        """The channels of the images: 1 when all are grayscale, 4 when any has alpha, else 3; 0 when unknown."""
+        if not self.image_modes:
+            return 0
+        return max(rt_dataset.image_channels(mode) for mode in self.image_modes)
 
     @property
     def total_samples(self) -> int:
@@ -115,6 +125,8 @@ def validate_shards(
     zips = _list_shards(paths)
     per_shard: dict[str, list[rt_manifest.Sample]] = {}
     shards: dict[str, Path] = {}
+    modes: dict[str, int] = {}
+    sizes: dict[tuple[int, int], int] = {}
     for index, shard in enumerate(zips, start=1):
         try:
             samples = rt_manifest.read_manifest(shard, training.manifest_file, training.num_classes)
@@ -125,11 +137,12 @@ def validate_shards(
                 f"{shard.name}: the shard has no samples ({training.manifest_file} has no lines): "
                 "add samples or leave this shard out"
             )
-        check_images(shard, samples, training.manifest_file)
+        check_images(shard, samples, training.manifest_file, modes, sizes)
         site = f"site-{index}"
         shards[site] = shard.resolve()
         per_shard[site] = samples
 
+    warn_no_validation(per_shard, shards, training.val_fraction)
     remote = 0
     if check_remote:
         for site, samples in per_shard.items():
@@ -157,13 +170,59 @@ def validate_shards(
         multi_label=multi_label,
         remote_uris=remote,
         label_counts=counts,
+        image_modes=modes,
+        image_sizes=sizes,
     )
+    warn_mixed_images(result)
     log.info("validated shards: %s", result.describe())
     return result
 
 
-def check_images(shard: Path, samples: Sequence[rt_manifest.Sample], manifest_file: str) -> None:
-    """Every ``file://`` entry must be an image Pillow can open, the way the sites read it.
+def warn_no_validation(
+    per_shard: dict[str, list[rt_manifest.Sample]], shards: dict[str, Path], val_fraction: float
+) -> None:
+    """A warning for each site that will have no validation rows, when validation is asked for or other sites have
+    some (the default loop's split: rows marked ``val``, else a ``val_fraction`` of them)."""
+    empty = [site for site, samples in per_shard.items() if not rt_manifest.split_samples(samples, val_fraction)[1]]
+    if empty and (val_fraction > 0 or len(empty) < len(per_shard)):
+        names = ", ".join(f"{site} ({shards[site].name})" for site in empty)
+        warnings.warn(
+            f"{names} will have no validation rows: they train but report no validation; mark some rows "
+            "meta.split='val' or raise val_fraction",
+            DataWarning,
+            stacklevel=3,
+        )
+
+
+def warn_mixed_images(shard_set: ShardSet) -> None:
+    """A warning when the images differ in size or mode: the default loop resizes and converts them all."""
+    if len(shard_set.image_sizes) > 1:
+        seen = ", ".join(f"{w}x{h}" for w, h in sorted(shard_set.image_sizes)[:4])
+        more = ", ..." if len(shard_set.image_sizes) > 4 else ""
+        warnings.warn(
+            f"the images have {len(shard_set.image_sizes)} different sizes ({seen}{more}): the default loop resizes "
+            "every one to img_size; resize them yourself if the aspect ratio matters",
+            DataWarning,
+            stacklevel=3,
+        )
+    if len(shard_set.image_modes) > 1:
+        warnings.warn(
+            f"the images mix modes {', '.join(sorted(shard_set.image_modes))}: the default loop converts each to the "
+            "channels the model expects",
+            DataWarning,
+            stacklevel=3,
+        )
+
+
+def check_images(
+    shard: Path,
+    samples: Sequence[rt_manifest.Sample],
+    manifest_file: str,
+    modes: dict[str, int] | None = None,
+    sizes: dict[tuple[int, int], int] | None = None,
+) -> None:
+    """Every ``file://`` entry must be an image Pillow can open, the way the sites read it; ``modes`` and
+    ``sizes``, when given, count the images' Pillow modes and (width, height).
 
     Only the headers are parsed (``Image.open``) and the file's structure checked (``verify``: chunk
     checksums, no pixel decoding), so a text file named ``.png`` or a truncated PNG fails here, not on a site.
@@ -177,6 +236,10 @@ def check_images(shard: Path, samples: Sequence[rt_manifest.Sample], manifest_fi
             name = posixpath.normpath(sample.relative_path.replace("\\", "/"))
             try:
                 with archive.open(name) as stream, Image.open(stream) as image:
+                    if modes is not None:
+                        modes[image.mode] = modes.get(image.mode, 0) + 1
+                    if sizes is not None:
+                        sizes[image.size] = sizes.get(image.size, 0) + 1
                     image.verify()
             except UnidentifiedImageError:
                 reason = "no image format Pillow knows starts this way"

@@ -24,12 +24,35 @@ else:  # a job's custom/ folder, where every rt_* module is top-level
     from rt_sample import ManifestError, Sample
 
 
+# The channel counts the default loop can feed a model, and the Pillow mode that gives each.
+CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+_GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "P;1"})
+
+
+def image_channels(mode: str) -> int:
+    """How many channels an image of Pillow ``mode`` has for the default loop: 1 (grayscale), 3 or 4 (alpha)."""
+    if mode in _GRAY_MODES:
+        return 1
+    return 4 if mode in ("RGBA", "PA") else 3
+
+
+def model_channels(model: torch.nn.Module) -> int | None:
+    """The input channels of the model's first layer that declares them (a convolution's ``in_channels``)."""
+    for module in model.modules():
+        channels = getattr(module, "in_channels", None)
+        if isinstance(channels, int) and channels > 0:
+            return channels
+    return None
+
+
 class ManifestDataset(Dataset):
     """Images of a shard (extracted into ``root_dir``) as ``(CHW float tensor, target)`` pairs.
 
-    Images are converted to RGB, resized to ``img_size`` x ``img_size``, scaled to [0, 1] and
-    normalized with mean 0.5 / std 0.5. The target is the class index (long) for single-label data
-    and a multi-hot float vector of length ``num_classes`` for multi-label data.
+    Images are converted to ``channels`` channels (1: grayscale, 3: RGB, 4: RGBA; grayscale to RGB repeats the
+    grey, RGB to grayscale takes the luminance), resized to ``img_size`` x ``img_size``, scaled to [0, 1] and
+    normalized with mean 0.5 / std 0.5 on every channel, so [-1, 1] whatever the channel count. The target is
+    the class index (long) for single-label data and a multi-hot float vector of length ``num_classes`` for
+    multi-label data.
     """
 
     def __init__(
@@ -41,7 +64,14 @@ class ManifestDataset(Dataset):
         multi_label: bool,
         cache_dir: str | Path | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        channels: int = 3,
     ) -> None:
+        if channels not in CHANNEL_MODES:
+            raise ManifestError(
+                f"the default loop feeds 1 (grayscale), 3 (RGB) or 4 (RGBA) channels, not {channels}: make the model's "
+                "first layer take one of these, or write your own fl_train_model"
+            )
+        self.channels = int(channels)
         self.root_dir = Path(root_dir)
         self.samples = list(samples)
         self.num_classes = int(num_classes)
@@ -73,10 +103,12 @@ class ManifestDataset(Dataset):
 
     def load_image(self, path: Path) -> torch.Tensor:
         with Image.open(path) as img:
-            img = img.convert("RGB")
+            img = img.convert(CHANNEL_MODES[self.channels])
             if img.size != (self.img_size, self.img_size):
                 img = img.resize((self.img_size, self.img_size), Image.BILINEAR)
             array = np.asarray(img, dtype=np.float32)
+        if array.ndim == 2:
+            array = array[:, :, None]
         tensor = torch.from_numpy(array.transpose(2, 0, 1).copy())
         return tensor.div_(127.5).sub_(1.0)  # (x / 255 - 0.5) / 0.5
 

@@ -35,9 +35,12 @@ DEFAULTS: dict[str, Any] = {
     "img_size": 224,
     "manifest_file": rt_manifest.MANIFEST_FILE,
     "val_fraction": 0.2,
+    "in_channels": 0,
+    "seed": 0,
 }
-VALIDATION_SPLITS = frozenset({"val", "valid", "validation"})
-TEST_SPLITS = frozenset({"test"})
+VALIDATION_SPLITS = rt_manifest.VALIDATION_SPLITS
+TEST_SPLITS = rt_manifest.TEST_SPLITS
+split_samples = rt_manifest.split_samples  # (training rows, validation rows): the rule in the module docstring
 
 
 def _as_tensors(weights: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -56,29 +59,9 @@ def _device(requested: Any) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def shuffle_seed(round_number: int, site_name: str) -> int:
-    """A stable seed per (round, site): the same job shuffles the same way when run again."""
-    return zlib.crc32(f"{site_name}:{round_number}".encode())
-
-
-def split_samples(
-    samples: list[rt_manifest.Sample], val_fraction: float
-) -> tuple[list[rt_manifest.Sample], list[rt_manifest.Sample]]:
-    """(training rows, validation rows) of a shard; see the module docstring for the rule."""
-
-    def split_of(sample: rt_manifest.Sample) -> str:
-        return str((sample.meta or {}).get("split", "")).strip().lower()
-
-    marked = [s for s in samples if split_of(s) in VALIDATION_SPLITS]
-    usable = [s for s in samples if split_of(s) not in TEST_SPLITS]
-    if marked:
-        return [s for s in usable if split_of(s) not in VALIDATION_SPLITS], marked
-    if val_fraction <= 0 or len(usable) < 2:
-        return usable, []
-    count = min(len(usable) - 1, max(1, round(len(usable) * val_fraction)))
-    by_hash = sorted(usable, key=lambda s: (zlib.crc32(s.id.encode()), s.id))
-    held_out = {s.id for s in by_hash[:count]}
-    return [s for s in usable if s.id not in held_out], [s for s in usable if s.id in held_out]
+def shuffle_seed(round_number: int, site_name: str, seed: int = 0) -> int:
+    """A stable seed per (seed, round, site): the same job shuffles (and drops out) the same way when run again."""
+    return zlib.crc32(f"{int(seed)}:{site_name}:{round_number}".encode())
 
 
 def _check_output(output: torch.Tensor, num_classes: int) -> None:
@@ -166,13 +149,38 @@ class _ShardData:
         multi_label = hp.get("multi_label")
         self.multi_label = rt_manifest.is_multi_label(samples) if multi_label is None else bool(multi_label)
         self.train_rows, self.val_rows = split_samples(samples, float(hp.get("val_fraction") or 0.0))
+        self.seed = shuffle_seed(self.round, self.site, int(hp.get("seed") or 0))
+        self.channels = 3
+
+    def feed(self, model: nn.Module) -> None:
+        """Feed ``model`` the channels it expects: ``in_channels`` (from --input-shape), else its first layer's,
+        else the images' own (grayscale 1, colour 3)."""
+        channels = int(self.hp.get("in_channels") or 0) or rt_dataset.model_channels(model)
+        if not channels:
+            channels = self._image_channels()
+        self.channels = channels
+
+    def _image_channels(self) -> int:
+        from PIL import Image
+
+        rows = self.train_rows or self.val_rows
+        if not rows:
+            return 3
+        probe = rt_dataset.ManifestDataset(self.data_path, rows[:1], self.num_classes, 8, self.multi_label)
+        with Image.open(probe.image_path(rows[0])) as image:
+            return rt_dataset.image_channels(image.mode)
 
     def loader(self, rows: list[rt_manifest.Sample], shuffle: bool) -> DataLoader:
         dataset = rt_dataset.ManifestDataset(
-            self.data_path, rows, self.num_classes, int(self.hp["img_size"]), self.multi_label
+            self.data_path,
+            rows,
+            self.num_classes,
+            int(self.hp["img_size"]),
+            self.multi_label,
+            channels=self.channels,
         )
         generator = torch.Generator()
-        generator.manual_seed(shuffle_seed(self.round, self.site))
+        generator.manual_seed(self.seed)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -217,7 +225,9 @@ def default_train_model(model_cls: type[nn.Module], payload: Mapping[str, Any]) 
             f"the shard of {data.site} has no training rows (all are marked val or test): "
             "leave some rows unmarked or marked 'train'"
         )
+    torch.manual_seed(data.seed)  # the round's randomness (dropout, augmentation): the same in every run
     model = _model_with(model_cls, payload.get("initial_weights"))
+    data.feed(model)
     loader = data.loader(data.train_rows, shuffle=True)
     try:
         model.to(data.device)
@@ -267,6 +277,7 @@ def default_evaluate_model(model_cls: type[nn.Module], payload: Mapping[str, Any
     if not data.val_rows:
         return None
     model = _model_with(model_cls, payload.get("weights"))
+    data.feed(model)
     criterion: nn.Module = (
         nn.BCEWithLogitsLoss(reduction="sum") if data.multi_label else nn.CrossEntropyLoss(reduction="sum")
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -185,3 +186,31 @@ def infer_num_classes(sample_lists: Iterable[Iterable[Sample]]) -> int:
 def is_multi_label(samples: Iterable[Sample]) -> bool:
     """True when any sample has other than exactly one label."""
     return any(len(sample.y) != 1 for sample in samples)
+
+
+VALIDATION_SPLITS = frozenset({"val", "valid", "validation"})
+TEST_SPLITS = frozenset({"test"})
+
+
+def split_of(sample: Sample) -> str:
+    """The row's ``meta.split``, lower case ("" when unmarked)."""
+    return str((sample.meta or {}).get("split", "")).strip().lower()
+
+
+def split_samples(samples: list[Sample], val_fraction: float) -> tuple[list[Sample], list[Sample]]:
+    """(training rows, validation rows) of a shard, the way the default loop splits it.
+
+    Rows whose ``meta.split`` is ``"val"`` (or ``"valid"``, ``"validation"``) validate; rows marked ``"test"`` are
+    used for neither. A shard without such rows holds out a deterministic ``val_fraction`` of its rows, chosen
+    by a hash of each row's id, so every round and every run picks the same ones.
+    """
+    marked = [s for s in samples if split_of(s) in VALIDATION_SPLITS]
+    usable = [s for s in samples if split_of(s) not in TEST_SPLITS]
+    if marked:
+        return [s for s in usable if split_of(s) not in VALIDATION_SPLITS], marked
+    if val_fraction <= 0 or len(usable) < 2:
+        return usable, []
+    count = min(len(usable) - 1, max(1, round(len(usable) * val_fraction)))
+    by_hash = sorted(usable, key=lambda s: (zlib.crc32(s.id.encode()), s.id))
+    held_out = {s.id for s in by_hash[:count]}
+    return [s for s in usable if s.id not in held_out], [s for s in usable if s.id in held_out]

@@ -22,7 +22,7 @@ else:  # a job's custom/ folder, where every rt_* module is top-level
 
 
 class RTModelPersistor(ModelPersistor):
-    """Builds the model from ``model_def`` and saves each new global model under ``<run dir>/models``."""
+    """Builds the model from ``model_def`` (seeded by ``seed``); each global model goes to ``<run dir>/models``"""
 
     def __init__(
         self,
@@ -30,12 +30,14 @@ class RTModelPersistor(ModelPersistor):
         model_class: str = "Net",
         initial_weights: str = "",
         model_dir: str = rt_files.MODEL_DIR,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.model_module = model_module
         self.model_class = model_class
         self.initial_weights = initial_weights
         self.model_dir = model_dir
+        self.seed = seed
         self._reference: dict[str, tuple[torch.Size, torch.dtype]] | None = None
 
     def _model(self) -> torch.nn.Module:
@@ -55,7 +57,12 @@ class RTModelPersistor(ModelPersistor):
         return os.path.join(run_dir, self.model_dir, rt_files.GLOBAL_MODEL_FILE)
 
     def load_model(self, fl_ctx: FLContext) -> ModelLearnable:
-        model = self._model()
+        if self.seed is not None:  # the same initial weights in every run of the job (TrainingConfig.seed)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                model = self._model()
+        else:
+            model = self._model()
         state = model.state_dict()
         self._shapes(state)
         if self.initial_weights:

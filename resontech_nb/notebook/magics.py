@@ -202,6 +202,21 @@ class FLMagics(Magics, SessionSettings):
         print(f"submitted job {job.id} to target {target}; the handle is {args.as_var}")
         job.dashboard(wait=args.wait)
 
+    # -- %fl_data -----------------------------------------------------------------------------------
+    @line_magic
+    @magic_arguments()
+    @argument("--shards", default="shards", help="Folder of shard ZIPs or one ZIP (default: shards, split_shards')")
+    @argument("--min-count", type=int, default=0, help="Withhold a label bin with fewer rows than this")
+    @usage_errors
+    def fl_data(self, line: str) -> None:
+        """Each site's rows, labels and images before training: a table, a heatmap and how skewed the split is."""
+        args = parse_line(self.fl_data, line)
+        from ..data.summary import data_summary
+
+        summary = data_summary(args.shards, self.training, min_count=args.min_count)
+        self.shell.user_ns["fl_data"] = summary
+        _show(summary)
+
     # -- %fl_status / %fl_dashboard / %fl_abort ----------------------------------------------------
     @line_magic
     @magic_arguments()
