@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from ..errors import JobNotFoundError
-from ..job.handle import QUEUED
+from ..records.status import QUEUED
 from . import models as m
 from .openapi import openapi_schema
 from .operations import API, OPERATIONS

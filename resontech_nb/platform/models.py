@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from ..job.handle import ABORTED, FAILED, FINISHED, QUEUED, RUNNING, SUBMITTED
+from ..records.status import ABORTED, FAILED, FINISHED, QUEUED, RUNNING, SUBMITTED
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
