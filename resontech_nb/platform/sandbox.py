@@ -168,6 +168,9 @@ class Sandbox:
         # The process limit is set inside, once the job's user namespace exists: counted there, per job. Set on
         # bubblewrap itself it would also cap the namespace's creator (all of the server's user's processes).
         nproc = self.limits.processes
+        prlimit = shutil.which("prlimit", path="/usr/bin:/bin")
+        if prlimit is not None:  # util-linux's: no second interpreter start
+            return [*args, "--", prlimit, f"--nproc={nproc}:{nproc}", "--", *command]
         limit = f"import os,resource,sys;resource.setrlimit(resource.RLIMIT_NPROC,({nproc},{nproc}));"
         limit += "os.execvp(sys.argv[1],sys.argv[1:])"
         return [*args, "--", sys.executable, "-c", limit, *command]
