@@ -81,23 +81,38 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _run_platform(args: argparse.Namespace, endpoint: str, bucket: str, embedded: object) -> int:
     from .platform import PlatformServer
+    from .platform.sandbox import SandboxError, SandboxLimits
 
-    server = PlatformServer(
-        args.data,
-        host=args.host,
-        port=args.port,
-        s3_endpoint=endpoint,
-        bucket=bucket,
-        s3_region=args.s3_region,
-        nvflare_startup_kit=args.nvflare_startup_kit,
-        nvflare_username=args.nvflare_username,
-        threads=args.threads,
-        max_running=args.max_running,
-        token_ttl_s=args.token_ttl,
+    limits = SandboxLimits(
+        memory_bytes=int(args.job_memory_gib * 1024**3),
+        processes=args.job_processes,
+        cpu_seconds=args.job_cpu_seconds,
+        wall_seconds=args.job_wall_seconds,
     )
-    for email, env_name in args.add_user:
+    try:
+        server = PlatformServer(
+            args.data,
+            host=args.host,
+            port=args.port,
+            s3_endpoint=endpoint,
+            bucket=bucket,
+            s3_region=args.s3_region,
+            nvflare_startup_kit=args.nvflare_startup_kit,
+            nvflare_username=args.nvflare_username,
+            threads=args.threads,
+            max_running=args.max_running,
+            token_ttl_s=args.token_ttl,
+            limits=limits,
+            unsafe_single_user=args.unsafe_single_user,
+        )
+    except SandboxError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    users = [(email, _password_for(email, env_name)) for email, env_name in args.add_user]
+    for name in {DEFAULT_PASSWORD_ENV, *(env_name for _, env_name in args.add_user if env_name)}:
+        os.environ.pop(name, None)  # read once: never in the server's environment again
+    for email, password in users:
         try:
-            server.add_user(email, _password_for(email, env_name))
+            server.add_user(email, password)
         except ValueError as exc:
             raise SystemExit(f"error: cannot add {email}: {exc}") from None
     server.bind()
@@ -223,6 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="EMAIL[:ENV_VAR]",
         help=f"add a user; the password comes from ENV_VAR (default {DEFAULT_PASSWORD_ENV})",
     )
+    serve.add_argument(
+        "--unsafe-single-user",
+        action="store_true",
+        help="where no sandbox (bubblewrap) works, run jobs unconfined with the server's rights: only for one user "
+        "running their own code (any job could read the database, the S3 keys and every other job)",
+    )
+    serve.add_argument("--job-memory-gib", type=float, default=16, help="address space per job process (default 16)")
+    serve.add_argument("--job-processes", type=int, default=2048, help="processes + threads per job (default 2048)")
+    serve.add_argument("--job-cpu-seconds", type=int, default=24 * 3600, help="CPU seconds per job process")
+    serve.add_argument("--job-wall-seconds", type=float, default=24 * 3600, help="wall time per job (default 24 h)")
     serve.set_defaults(func=_serve)
 
     add_user = commands.add_parser("add-user", help="add a platform user or reset a password")

@@ -17,16 +17,18 @@ import logging
 import os
 import shutil
 import threading
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from ..config.settings import FederationConfig, ResonTechConfig, TrainingConfig
-from ..errors import JobNotFoundError, ResonTechError
-from ..job.handle import Job
+from ..errors import JobNotFoundError, ResonTechError, StorageError
+from ..job.handle import Job, JobState
 from ..records.rounds import RoundRecord
 from ..records.status import ABORTED, FAILED, FINAL_STATES, FINISHED, QUEUED, RUNNING, SUBMITTED
 from ..targets.resontech.storage import S3Storage
+from .sandbox import Sandbox
 from .store import JobRow, Store
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,16 @@ def default_max_running() -> int:
 class JobRunner:
     """Queues, prepares and starts jobs in the background; answers status, rounds, result and abort."""
 
-    def __init__(self, store: Store, data_dir: Path, s3: ResonTechConfig, max_running: int | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        data_dir: Path,
+        s3: ResonTechConfig,
+        max_running: int | None = None,
+        sandbox: Sandbox | None = None,
+    ) -> None:
+        """``sandbox``: where each job's NVFlare run is confined (None: unsandboxed, single-user only)."""
+        self.sandbox = sandbox
         self.max_running = max_running or default_max_running()
         if self.max_running < 1:
             raise ValueError("max_running must be at least 1")
@@ -52,6 +63,7 @@ class JobRunner:
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
         self._launch_lock = threading.Lock()
+        self._limit_lock = threading.Lock()
         self._schedule_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -61,7 +73,8 @@ class JobRunner:
     def nvflare_home(self) -> Path:
         return self.data_dir / "nvflare"
 
-    def _target(self) -> Any:
+    def _target(self, shards_dir: Path | None = None) -> Any:
+        """The target jobs run on; with ``shards_dir`` (a launch), the sandbox lets the job read it."""
         if self.on_deployment:
             if self._deployment is None:
                 from ..targets.nvflare.target import NVFlareTarget
@@ -74,7 +87,10 @@ class JobRunner:
             return self._deployment
         from ..targets.local.target import LocalTarget
 
-        return LocalTarget(ResonTechConfig(), home=self.nvflare_home)
+        launcher = None
+        if self.sandbox is not None and shards_dir is not None:
+            launcher = self.sandbox.launcher(readable=[shards_dir])
+        return LocalTarget(ResonTechConfig(), home=self.nvflare_home, launcher=launcher)
 
     # -- queue --------------------------------------------------------------------------
     def schedule(self) -> None:
@@ -166,7 +182,7 @@ class JobRunner:
                     return
                 if existing.exists():  # a launch cut short before it started anything
                     shutil.rmtree(existing)
-                self._target().submit(built, job_id=job.id)
+                self._target(self.data_dir / "jobs" / job.id / "shards").submit(built, job_id=job.id)
                 self.store.update_job(job.id, local_id=job.id)
             log.info("job %s of %s started on NVFlare", job.id, job.owner)
         except ResonTechError as exc:
@@ -183,14 +199,17 @@ class JobRunner:
         work = self.data_dir / "jobs" / job.id
         work.mkdir(parents=True, exist_ok=True)
         storage = S3Storage(self.s3)
-        archive = storage.download(job.request["job_key"], work / "job.zip")
+        request = job.request
+        archive = _verified(storage, "job ZIP", request["job_key"], request.get("job_sha256"), work / "job.zip")
         job_dir = work / "job"
         if job_dir.exists():
             shutil.rmtree(job_dir)
         _safe_extract(archive, job_dir)
         shards: dict[str, Path] = {}
-        for site, key in sorted(job.request["shards"].items()):
-            shards[site] = storage.download(key, work / "shards" / f"{site}.zip")
+        shard_sha256 = request.get("shard_sha256") or {}
+        for site, key in sorted(request["shards"].items()):
+            dest = work / "shards" / f"{site}.zip"
+            shards[site] = _verified(storage, f"shard of {site}", key, shard_sha256.get(site), dest)
         set_shards(job_dir, shards)
         info = read_job_info(job_dir)
         federation = FederationConfig(
@@ -217,12 +236,47 @@ class JobRunner:
         if local is None:
             return job
         state = local.refresh()
+        if state.status == RUNNING and self.sandbox is not None and not self.on_deployment:
+            over = self._over_limit(local)
+            if over:
+                with self._limit_lock:  # the scheduler and API threads look at once: one of them stops it
+                    current = self.store.job(job.id) or job
+                    if current.status in FINAL_STATES:
+                        return current
+                    self.store.update_job(job.id, status=FAILED, error=f"the job {over} and was stopped")
+                log.warning("job %s %s: stopping it", job.id, over)
+                threading.Thread(target=self._stop, args=(local,), name=f"stop-{job.id}", daemon=True).start()
+                return self.store.job(job.id) or job
+        if state.status == FAILED and self.sandbox is not None:
+            state = JobState(state.status, self.sandbox.explain(state.error), state.note)
         if state.status != job.status or state.error != job.error:
-            self.store.update_job(job.id, status=state.status, error=state.error)
+            with self._limit_lock:
+                current = self.store.job(job.id) or job
+                if current.status in FINAL_STATES:  # stopped for a limit meanwhile: that error stays
+                    return current
+                self.store.update_job(job.id, status=state.status, error=state.error)
             job = self.store.job(job.id) or job
             if job.status in FINAL_STATES:
                 self.wake()  # a slot is free
         return job
+
+    def _stop(self, local: Any) -> None:
+        """Stop a job's processes (in the background: a thousand of them take a while), then free its slot."""
+        try:
+            local.abort()
+        except Exception:  # noqa: BLE001 - logged; the job is FAILED already
+            log.exception("stopping job %s failed", local.id)
+        self.wake()
+
+    def _over_limit(self, local: Any) -> str | None:
+        """Why a sandboxed job must be stopped now (wall time, or its processes at their limit), or None."""
+        limits = self.sandbox.limits  # type: ignore[union-attr]
+        if time.time() - local.submitted_at > limits.wall_seconds:
+            return f"ran past its wall-time limit of {limits.wall_seconds:g} s"
+        pid = local.pid
+        if pid and self.sandbox.tasks(pid) >= limits.processes - 16:  # type: ignore[union-attr]
+            return f"hit its process limit ({limits.processes} processes and threads: it forks without end?)"
+        return None
 
     def rounds(self, job: JobRow) -> list[RoundRecord]:
         local = self.local_job(job)
@@ -269,6 +323,27 @@ class JobRunner:
             self.store.update_job(job.id, status=ABORTED, error="aborted by the user")
         self.wake()
         return self.store.job(job.id) or job
+
+
+def _verified(storage: S3Storage, what: str, key: str, sha256: str | None, dest: Path) -> Path:
+    """Download ``key`` and check it against the sha256 it was submitted with (else the one its key names)."""
+    expected = sha256 or _key_digest(key)
+    if expected is None:
+        raise ResonTechError(f"the {what} was submitted without its sha256: submit again with job_sha256/shard_sha256")
+    try:
+        return storage.download(key, dest, sha256=expected)
+    except StorageError as exc:
+        if "checksum mismatch" in str(exc):
+            raise ResonTechError(
+                f"the {what} in S3 is not what was submitted (its sha256 differs: replaced or corrupted after the "
+                "submit): submit the job again"
+            ) from None
+        raise
+
+
+def _key_digest(key: str) -> str | None:
+    tail = key.rsplit("/", 1)[-1]
+    return tail if len(tail) == 64 and all(c in "0123456789abcdef" for c in tail) else None
 
 
 def _safe_extract(archive: Path, dest: Path) -> None:

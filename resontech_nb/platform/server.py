@@ -13,6 +13,7 @@ from pathlib import Path
 from ..config.settings import ResonTechConfig
 from .app import create_app
 from .runner import JobRunner
+from .sandbox import Sandbox, SandboxError, SandboxLimits
 from .store import TOKEN_TTL_S, Store
 from .throttle import LoginThrottle, ThrottleLimits
 
@@ -27,6 +28,11 @@ class PlatformServer:
     Job files are read from ``bucket`` at ``s3_endpoint`` with the server's own S3 credentials
     (boto3's usual chain). ``max_running`` jobs run at once (default: the CPU count), the rest
     wait QUEUED. Tokens live ``token_ttl_s`` seconds; ``login_limits`` sets the login throttling.
+
+    Every job on the simulator runs in a ``Sandbox`` with ``limits``. Where bubblewrap does not work the
+    server refuses to start, unless ``unsafe_single_user``: then jobs run unconfined, with the server's
+    own rights (fit only for one user running their own code). Jobs sent to an NVFlare deployment keep
+    NVFlare's own authorisation.
     """
 
     def __init__(
@@ -43,6 +49,8 @@ class PlatformServer:
         max_running: int | None = None,
         token_ttl_s: float = TOKEN_TTL_S,
         login_limits: ThrottleLimits | None = None,
+        limits: SandboxLimits | None = None,
+        unsafe_single_user: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -57,8 +65,22 @@ class PlatformServer:
             nvflare_startup_kit=nvflare_startup_kit,
             nvflare_username=nvflare_username,
         )
+        self.sandbox: Sandbox | None = None
+        if not nvflare_startup_kit:
+            why = Sandbox.available()
+            if why is None:
+                self.sandbox = Sandbox(limits, hidden=[self.data_dir])
+            elif not unsafe_single_user:
+                raise SandboxError(
+                    f"cannot sandbox the users' job code: {why}; or, for one user running only their own code, "
+                    "start with --unsafe-single-user (jobs then run with the server's rights)"
+                )
+            else:
+                log.warning("UNSAFE single-user mode: jobs run unsandboxed, with the server's rights (%s)", why)
+        elif unsafe_single_user:
+            log.info("--unsafe-single-user has no effect with an NVFlare deployment (NVFlare authorises its jobs)")
         self.store = Store(self.data_dir / "platform.sqlite3", token_ttl_s=token_ttl_s)
-        self.runner = JobRunner(self.store, self.data_dir, self.s3, max_running=max_running)
+        self.runner = JobRunner(self.store, self.data_dir, self.s3, max_running=max_running, sandbox=self.sandbox)
         self.app = create_app(self.store, self.runner, LoginThrottle(login_limits))
         self._server = None
         self._thread: threading.Thread | None = None

@@ -14,6 +14,8 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +60,26 @@ def simulator_env(sites: int) -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class Launch:
+    """How to start a job's simulator: the command, its environment, and what to run in the child first."""
+
+    command: list[str]
+    env: dict[str, str]
+    preexec_fn: Callable[[], None] | None = None
+
+
+# (command, environment, the job's state folder) -> how to start it; the platform's sandbox is one.
+Launcher = Callable[[list[str], dict[str, str], Path], Launch]
+
+
 class LocalTarget(Target):
     name = "local"
 
-    def __init__(self, config: Any = None, home: str | Path | None = None) -> None:
+    def __init__(self, config: Any = None, home: str | Path | None = None, launcher: Launcher | None = None) -> None:
         super().__init__(config)
         self.home = Path(home) if home is not None else jobs_home()
+        self.launcher = launcher
 
     def job_dir(self, job_id: str) -> Path:
         return self.home / "jobs" / job_id
@@ -77,17 +93,20 @@ class LocalTarget(Target):
         workspace = state_dir / "workspace"
         sites = sorted(built.shards)
         command = simulator_command(job_folder, workspace, sites)
-        env = simulator_env(len(sites))
+        launch = Launch(command, simulator_env(len(sites)))
+        if self.launcher is not None:
+            launch = self.launcher(launch.command, launch.env, state_dir)
         with open(state_dir / "simulator.log", "wb") as log_file:
             try:
                 proc = subprocess.Popen(
-                    command,
+                    launch.command,
                     cwd=state_dir,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
-                    env=env,
+                    env=launch.env,
                     start_new_session=True,
+                    preexec_fn=launch.preexec_fn,  # noqa: PLW1509 - only setrlimit calls
                 )
             except OSError as exc:
                 shutil.rmtree(state_dir, ignore_errors=True)
@@ -136,6 +155,11 @@ class LocalJob(Job):
     @property
     def log_path(self) -> Path:
         return self.state_dir / "simulator.log"
+
+    @property
+    def pid(self) -> int | None:
+        """The simulator's process (or the sandbox around it)."""
+        return _read_state(self.state_dir).get("pid")
 
     @property
     def model_path(self) -> Path | None:

@@ -214,14 +214,16 @@ class S3Storage:
             return report
 
     # -- downloads ------------------------------------------------------------------
-    def download(self, key: str, dest: str | Path) -> Path:
-        """Download ``key`` to ``dest`` and verify its sha256 (from metadata, else from the key)."""
+    def download(self, key: str, dest: str | Path, sha256: str | None = None) -> Path:
+        """Download ``key`` to ``dest`` and verify its sha256: ``sha256`` when given (what the object was
+        submitted with: the object's own metadata cannot vouch for a replaced object), else the metadata's,
+        else the one in the key."""
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         head = self._head(key)
         if head is None:
             raise StorageError(f"s3://{self.bucket}/{key} does not exist at {self.endpoint}: upload it again")
-        expected = (head.get("Metadata") or {}).get(SHA256_METADATA) or _digest_from_key(key)
+        expected = sha256 or (head.get("Metadata") or {}).get(SHA256_METADATA) or _digest_from_key(key)
         partial = dest.with_name(dest.name + ".part")
         try:
             self.client.download_file(self.bucket, key, str(partial), Config=self.transfer_config)
