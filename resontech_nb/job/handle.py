@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, JobFailedError, JobNotFoundError
 from ..records.rounds import RoundRecord, history_rows, participation_notes
-from ..records.status import ABORTED, ACTIVE_STATES, FINAL_STATES, FINISHED, QUEUED, RUNNING, SUBMITTED
+from ..records.status import (  # noqa: F401 - FAILED and the others are this module's names too
+    ABORTED,
+    ACTIVE_STATES,
+    FAILED,
+    FINAL_STATES,
+    FINISHED,
+    QUEUED,
+    RUNNING,
+    SUBMITTED,
+)
 
 __all__ = ["ACTIVE_STATES", "FINAL_STATES", "QUEUED", "RUNNING", "Job", "JobObservation", "JobState", "jobs_home"]
 
