@@ -19,15 +19,16 @@ def simulator_command(job_dir: Path, workspace: Path, sites: int = 2, threads: i
     return launcher_command(job_dir, workspace, [f"site-{i + 1}" for i in range(sites)], threads)
 
 
-def simulate(job_dir: Path, workspace: Path, sites: int = 2) -> float:
-    """Wall time of one whole simulator run of ``job_dir`` with ``sites`` sites, in the local target's environment."""
+def simulate(job_dir: Path, workspace: Path, sites: int = 2, env: dict[str, str] | None = None) -> float:
+    """Wall time of one whole simulator run of ``job_dir`` with ``sites`` sites, in the local target's environment
+    (with ``env``'s variables added)."""
     started = time.perf_counter()
     subprocess.run(
         simulator_command(job_dir, workspace, sites),
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=simulator_env(sites),
+        env={**simulator_env(sites), **(env or {})},
     )
     return time.perf_counter() - started
 

@@ -69,3 +69,26 @@ def test_handing_tasks_over_changes_no_weight_and_no_record(tmp_path, monkeypatc
 def test_the_hand_over_is_on_unless_switched_off():
     assert handover.enabled({}) and handover.enabled({handover.ENV: "1"})
     assert not handover.enabled({handover.ENV: "0"}) and not handover.enabled({handover.ENV: "off"})
+
+
+def test_sites_taking_turns_on_a_pool_average_exactly(tmp_path, monkeypatch):
+    """3 sites, 2 at once (NVFlare's -t): each turn a worker forked by the zygote (site_fork.SiteZygote)."""
+    import fl_models
+
+    from resontech_nb.targets.local.simulator import SITES_AT_ONCE_ENV
+
+    monkeypatch.setenv(SITES_AT_ONCE_ENV, "2")
+    shards = make_synthetic_shards(tmp_path / "shards", n_clients=3, img_size=16, seed=1)
+    job = submit(
+        capture(fl_models.DeltaNet, fl_models.delta_train),
+        shards,
+        training=TrainingConfig(img_size=16),
+        federation=FederationConfig(num_rounds=2, min_clients=3, wait_time_after_min_received=0, job_name="pool"),
+    )
+    assert job.wait(timeout=400) == "FINISHED", job.error
+    result = job.result()
+    for name, value in fl_models.expected_after(2, fl_models.SAMPLES).items():
+        assert torch.equal(result[name], value.float()), name
+    assert [sorted(r.participants) for r in job.rounds] == [sorted(fl_models.SAMPLES)] * 2
+    logs = "\n".join(p.read_text() for p in job.workspace.glob("site-*/**/log.txt"))
+    assert logs.count("ClientTaskWorker started to run") > 3  # the sites took turns: a worker per turn
