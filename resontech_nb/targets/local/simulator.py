@@ -143,6 +143,7 @@ def simulator_command(
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
+    import gc
     import importlib
 
     import torch  # noqa: F401 - once, for the server and every site's worker: NVFlare and we fork them from here
@@ -161,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for name in training_imports(args.job_folder):
         importlib.import_module(name)
+    # What is alive now (torch, NVFlare, their modules) is exempt from the collector in every process forked from
+    # here: a site's collections no longer write to those pages, so they stay shared (64 sites of a 1 M model:
+    # 4.5 GB PSS in all instead of 6.7 GB, at the same speed).
+    gc.collect()
+    gc.freeze()
     workers = SiteWorkers()
     simulator_runner.subprocess = workers
     sites = [name for name in (args.clients or "").split(",") if name]
