@@ -6,16 +6,20 @@
   round the gaps are the steadier figure); with our defaults and with NVFlare's own (task_request_interval
   2 s, task_check_period 0.5 s, memory clean-up every round, 2 MB download pieces) for comparison.
 - start-up: from the submit call to the first round record, through the local target (what a user waits).
+- hand-over side by side: the local target's hand-over of tasks (``targets/local/handover.py``) on and off
+  (``RESONTECH_HANDOVER=0``: NVFlare's polling), ``--repeats`` interleaved pairs, median round gap and start-up.
 - idle CPU: CPU seconds the whole simulator process tree uses per wall second while both sites sleep in
   training (so what is left is polling).
 
-    .venv/bin/python bench/round_floor.py [--lo 3] [--hi 23] [--smoke] [--out FILE]
+    .venv/bin/python bench/round_floor.py [--lo 3] [--hi 23] [--repeats 3] [--smoke] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -39,6 +43,7 @@ from resontech_nb import (  # noqa: E402
     make_synthetic_shards,
     submit,
 )
+from resontech_nb.targets.local.handover import ENV as HANDOVER_ENV  # noqa: E402
 
 NVFLARE_DEFAULTS = {
     "task_request_interval": 2.0,
@@ -48,7 +53,9 @@ NVFLARE_DEFAULTS = {
 }
 
 
-def floor(tmp: Path, shards: list[Path], lo: int | None, hi: int, **polling: float) -> dict:
+def floor(
+    tmp: Path, shards: list[Path], lo: int | None, hi: int, env: dict[str, str] | None = None, **polling: float
+) -> dict:
     """Round gaps of a run of ``hi`` rounds, and with ``lo`` also whole runs of ``lo`` and ``hi`` rounds."""
     spec = capture(bench_models.BenchNet, bench_models.bench_train)
     times = {}
@@ -57,7 +64,9 @@ def floor(tmp: Path, shards: list[Path], lo: int | None, hi: int, **polling: flo
             num_rounds=rounds, min_clients=2, wait_time_after_min_received=0, job_name="floor", **polling
         )
         job = build_job(spec, shards, TrainingConfig(img_size=16), federation, out=tmp / f"floor-{rounds}-{polling}")
-        times[rounds] = simulate(job, tmp / f"ws-{rounds}-{len(polling)}")
+        workspace = tmp / f"ws-{rounds}-{len(polling)}"
+        shutil.rmtree(workspace, ignore_errors=True)
+        times[rounds] = simulate(job, workspace, env=env)
     gaps = round_durations(tmp / f"ws-{hi}-{len(polling)}")
     return {
         "total_s": times,
@@ -66,6 +75,37 @@ def floor(tmp: Path, shards: list[Path], lo: int | None, hi: int, **polling: flo
         "round_gap_median_s": round(statistics.median(gaps), 3),
         "round_gap_mean_s": round(statistics.mean(gaps), 3),
     }
+
+
+def side_by_side(tmp: Path, shards: list[Path], hi: int, repeats: int) -> dict:
+    """The hand-over (``targets/local/handover.py``) on and off, interleaved: round gaps and start-up, medians."""
+    runs: dict[str, dict[str, list]] = {"handover": {}, "polled": {}}
+    for _ in range(repeats):
+        for mode, value in (("handover", "1"), ("polled", "0")):
+            got = floor(tmp, shards, None, hi, env={HANDOVER_ENV: value})
+            started = with_env(HANDOVER_ENV, value, startup, shards)
+            row = runs[mode]
+            row.setdefault("round_gap_median_s", []).append(got["round_gap_median_s"])
+            for key in ("to_first_round_s", "to_finished_s"):
+                row.setdefault(key, []).append(started[key])
+    out = {mode: {k: {"runs": v, "median": round(statistics.median(v), 3)} for k, v in row.items()}
+           for mode, row in runs.items()}  # fmt: skip
+    out["polled_over_handover"] = {
+        key: round(out["polled"][key]["median"] / out["handover"][key]["median"], 2) for key in runs["handover"]
+    }
+    return out
+
+
+def with_env(name: str, value: str, fn, *args):  # noqa: ANN001, ANN201 - a bench helper
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        return fn(*args)
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
 
 
 def startup(shards: list[Path]) -> dict:
@@ -117,6 +157,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--lo", type=int, default=3)
     parser.add_argument("--hi", type=int, default=23)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of the hand-over on and off")
     parser.add_argument("--smoke", action="store_true", help="2 rounds, our defaults only, for CI")
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results/round_floor.json")
     args = parser.parse_args()
@@ -129,6 +170,8 @@ def main() -> None:
         results = {"floor_ours": floor(tmp_path, shards, lo, hi)}
         if not args.smoke:  # 2 s a round
             results["floor_nvflare_defaults"] = floor(tmp_path, shards, lo, hi, **NVFLARE_DEFAULTS)
+        if not args.smoke:
+            results["handover_side_by_side"] = side_by_side(tmp_path, shards, args.hi, args.repeats)
         results["startup"] = [startup(shards) for _ in range(1 if args.smoke else 3)]
         results["idle_cpu"] = idle_cpu(shards, bench_models.SLEEP_S, rounds=2 if args.smoke else 3)
     for name, value in results.items():

@@ -13,20 +13,22 @@ from resontech_nb.targets.local.simulator import simulator_command as launcher_c
 from resontech_nb.targets.local.target import simulator_env  # noqa: E402
 
 
-def simulator_command(job_dir: Path, workspace: Path, sites: int = 2) -> list[str]:
-    """The local target's simulator command (NVFlare's simulator, start-up polls shortened) for sites site-1..N."""
-    return launcher_command(job_dir, workspace, [f"site-{i + 1}" for i in range(sites)])
+def simulator_command(job_dir: Path, workspace: Path, sites: int = 2, threads: int | None = None) -> list[str]:
+    """The local target's simulator command (NVFlare's simulator, start-up polls shortened) for sites site-1..N,
+    ``threads`` of them at once (default: the local target's choice)."""
+    return launcher_command(job_dir, workspace, [f"site-{i + 1}" for i in range(sites)], threads)
 
 
-def simulate(job_dir: Path, workspace: Path, sites: int = 2) -> float:
-    """Wall time of one whole simulator run of ``job_dir`` with ``sites`` sites, in the local target's environment."""
+def simulate(job_dir: Path, workspace: Path, sites: int = 2, env: dict[str, str] | None = None) -> float:
+    """Wall time of one whole simulator run of ``job_dir`` with ``sites`` sites, in the local target's environment
+    (with ``env``'s variables added)."""
     started = time.perf_counter()
     subprocess.run(
         simulator_command(job_dir, workspace, sites),
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=simulator_env(sites),
+        env={**simulator_env(sites), **(env or {})},
     )
     return time.perf_counter() - started
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -163,6 +164,41 @@ def test_the_runner_gets_a_forked_worker_or_a_new_one_and_an_unused_one_ends_wit
         time.sleep(0.1)
     alive = psutil.pid_exists(out["left_waiting"]) and psutil.Process(out["left_waiting"]).status() != "zombie"
     assert not alive
+
+
+ZYGOTE_CHECK = """
+import json, os, signal, sys
+from resontech_nb.targets.local.simulator import NVFLARE_SITE_WORKER, SiteWorkers
+from resontech_nb.targets.local.site_fork import ZygoteSite
+
+HELP = [sys.executable, "-m", NVFLARE_SITE_WORKER, "--help"]  # exit 0 once the arguments are taken: else 2
+BAD = [sys.executable, "-m", NVFLARE_SITE_WORKER, "--no-such-option"]
+workers = SiteWorkers()
+workers.fork_ahead(1, zygote=True)
+runs = [workers.Popen(HELP, env=dict(os.environ)) for _ in range(3)] + [workers.Popen(BAD, env=dict(os.environ))]
+out = {"zygote": [type(run) is ZygoteSite for run in runs], "exits": [run.wait(timeout=60) for run in runs]}
+slow = workers.Popen([sys.executable, "-m", NVFLARE_SITE_WORKER, "--help"], env=dict(os.environ, X="1"))
+slow.kill()
+out["killed"] = slow.wait(timeout=60)
+out["zygote_pid"] = workers._zygote.pid
+print(json.dumps(out))
+"""
+
+
+def test_sites_taking_turns_get_workers_forked_by_the_zygote_with_their_exit_codes():
+    import json
+
+    done = subprocess.run([sys.executable, "-c", ZYGOTE_CHECK], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["zygote"] == [False, True, True, True], out  # the one forked ahead first, then the zygote's
+    assert out["exits"] == [0, 0, 0, 2], out
+    assert out["killed"] in (0, -signal.SIGKILL), out  # killed, or done with --help before the kill
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(out["zygote_pid"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = psutil.pid_exists(out["zygote_pid"]) and psutil.Process(out["zygote_pid"]).status() != "zombie"
+    assert not alive  # the zygote ends with the runner's process
 
 
 def test_what_every_sites_training_imports_is_imported_once_before_the_sites_are_forked(tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 
+from . import handover
 from .polls import SITE_POLL_S, shorten_polls
 
 
@@ -26,6 +27,8 @@ def run_worker() -> int:
 
     shorten_polls(simulator_worker, SITE_POLL_S)
     shorten_polls(client_runner, SITE_POLL_S)
+    if handover.enabled():  # the server holds the next request until there is a task
+        handover.install_site()
     args = simulator_worker.parse_arguments()
     return MainProcessMonitor.run(main_func=simulator_worker.main, run_dir=args.workspace, args=args) or 0
 

@@ -1,0 +1,94 @@
+"""The local target's task hand-over (targets/local/handover.py) and small arrays inside the message (rt_arrays).
+
+With the hand-over the server holds a site's request for a task until there is one, and its loops wake when an
+answer arrives, instead of everyone polling; nothing else may change: the same global weights, bit for bit, and
+the same records as with NVFlare's polling (``RESONTECH_HANDOVER=0``). The model here has one array above
+``rt_arrays.INLINE_BYTES`` (it takes the raw download) and small ones (inside the message).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from resontech_nb import FederationConfig, TrainingConfig, capture, make_synthetic_shards, submit
+from resontech_nb.jobcode import rt_arrays
+from resontech_nb.targets.local import handover
+
+pytestmark = pytest.mark.slow
+
+
+class WideNet(nn.Module):
+    def __init__(self, num_classes: int = 4):
+        super().__init__()
+        self.hidden = nn.Linear(3 * 16 * 16, 400)  # 1.2 MB of weights: past INLINE_BYTES
+        self.head = nn.Linear(400, num_classes)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.hidden(x.flatten(1))))
+
+
+def run(shards, monkeypatch, handover_on: bool):
+    monkeypatch.setenv(handover.ENV, "1" if handover_on else "0")
+    torch.manual_seed(0)
+    job = submit(
+        capture(WideNet),
+        shards,
+        initial_weights=WideNet().state_dict(),  # the same initial model both times
+        training=TrainingConfig(img_size=16, local_epochs=1, batch_size=8, learning_rate=0.01),
+        federation=FederationConfig(num_rounds=3, min_clients=2, wait_time_after_min_received=0, job_name="handover"),
+    )
+    assert job.wait(timeout=400) == "FINISHED", job.error
+    return job
+
+
+def records(job) -> list[tuple]:
+    return [(r.round, r.global_loss, r.metrics, r.validation, r.clients) for r in job.rounds]
+
+
+def test_handing_tasks_over_changes_no_weight_and_no_record(tmp_path, monkeypatch):
+    assert WideNet().hidden.weight.numel() * 4 > rt_arrays.INLINE_BYTES
+    shards = make_synthetic_shards(tmp_path / "shards", n_clients=2, img_size=16, seed=5)
+    fast = run(shards, monkeypatch, handover_on=True)
+    polled = run(shards, monkeypatch, handover_on=False)
+    fast_weights, polled_weights = fast.result(), polled.result()
+    assert fast_weights.keys() == polled_weights.keys()
+    for name, value in fast_weights.items():
+        assert torch.equal(value, polled_weights[name]), name
+    assert records(fast) == records(polled) and len(fast.rounds) == 3
+    torch.manual_seed(0)
+    start = WideNet().state_dict()  # training happened: the job is not comparing two untouched models
+    assert not all(torch.equal(fast_weights[k], start[k]) for k in start)
+    for job in (fast, polled):  # the big array took the raw download both ways
+        for side in ("server", "site-1"):
+            log = "\n".join(p.read_text() for p in job.workspace.glob(f"{side}/**/log.txt"))
+            assert "RawArrays - INFO - object has been downloaded" in log, side
+
+
+def test_the_hand_over_is_on_unless_switched_off():
+    assert handover.enabled({}) and handover.enabled({handover.ENV: "1"})
+    assert not handover.enabled({handover.ENV: "0"}) and not handover.enabled({handover.ENV: "off"})
+
+
+def test_sites_taking_turns_on_a_pool_average_exactly(tmp_path, monkeypatch):
+    """3 sites, 2 at once (NVFlare's -t): each turn a worker forked by the zygote (site_fork.SiteZygote)."""
+    import fl_models
+
+    from resontech_nb.targets.local.simulator import SITES_AT_ONCE_ENV
+
+    monkeypatch.setenv(SITES_AT_ONCE_ENV, "2")
+    shards = make_synthetic_shards(tmp_path / "shards", n_clients=3, img_size=16, seed=1)
+    job = submit(
+        capture(fl_models.DeltaNet, fl_models.delta_train),
+        shards,
+        training=TrainingConfig(img_size=16),
+        federation=FederationConfig(num_rounds=2, min_clients=3, wait_time_after_min_received=0, job_name="pool"),
+    )
+    assert job.wait(timeout=400) == "FINISHED", job.error
+    result = job.result()
+    for name, value in fl_models.expected_after(2, fl_models.SAMPLES).items():
+        assert torch.equal(result[name], value.float()), name
+    assert [sorted(r.participants) for r in job.rounds] == [sorted(fl_models.SAMPLES)] * 2
+    logs = "\n".join(p.read_text() for p in job.workspace.glob("site-*/**/log.txt"))
+    assert logs.count("ClientTaskWorker started to run") > 3  # the sites took turns: a worker per turn
