@@ -17,8 +17,9 @@ from typing import Any
 from ..errors import CaptureError
 from .names import EMPTY_CELL, closure_values, enclosing_locals, free_names
 from .origins import import_line, is_user_code, local_module_file, public_location
+from .refusals import unwritable_message
 from .sources import NOTEBOOK_MODULES, class_source, function_source, future_annotations, namespace_of, unwrapped
-from .values import Unrebuildable, is_constant, is_rebuildable_kind, unwritable_message, value_source
+from .values import Unrebuildable, is_constant, is_rebuildable_kind, value_source
 
 # Names IPython adds to builtins while it runs; they do not exist on an FL site.
 _IPYTHON_BUILTINS = frozenset({"display", "get_ipython", "__IPYTHON__"})
@@ -36,6 +37,7 @@ class Writer:
         self.helpers: list[tuple[str, str]] = []  # (name, source) in dependency order
         self.bound: dict[str, Any] = {}  # name in model_def -> the object it stands for
         self.global_reads: dict[str, dict[str, Any]] = {}  # user -> notebook globals it reads
+        self.places: dict[str, str] = {}  # user -> where its code creates things ("Net.__init__")
         self._visiting: set[int] = set()
         self._done: set[int] = set()
 
@@ -44,6 +46,7 @@ class Writer:
         """Resolve every free name of ``source`` (a def/class/assignment) from ``obj``'s closure or ``namespace``."""
         if future:
             self.futures.add("from __future__ import annotations")
+        self.places.setdefault(user, _place(user, obj))
         names, soft, chains = free_names(source)
         closure = closure_values(obj) if obj is not None else {}
         enclosing = enclosing_locals(obj) if obj is not None else None
@@ -104,6 +107,10 @@ class Writer:
                 return
             raise
 
+    def where(self, user: str) -> str:
+        """Where ``user``'s code creates what it needs: ``Net.__init__`` for a class, the function itself."""
+        return self.places.get(user, user)
+
     def _already_bound(self, name: str, value: Any, user: str) -> bool:
         if name not in self.bound:
             return False
@@ -128,13 +135,15 @@ class Writer:
         elif isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType)) or not is_rebuildable_kind(value):
             line = import_line(name, value)
             if line is None:
-                raise CaptureError(unwritable_message(name, value, user))
+                raise CaptureError(unwritable_message(name, value, user, self.where(user)))
             self.imports[line] = value
         else:
             try:
                 expression = value_source(value, lambda obj: self._ref(obj, namespace, user))
             except Unrebuildable as exc:
-                raise CaptureError(unwritable_message(name, value, user, exc.value)) from None
+                raise CaptureError(
+                    unwritable_message(name, value, user, self.where(user), exc.value, exc.path)
+                ) from None
             self.helpers.append((name, f"{name} = {expression}\n"))
 
     def _ref(self, obj: Any, namespace: Mapping[str, Any], user: str) -> str:
@@ -207,7 +216,7 @@ class Writer:
             future = future_annotations(func)
             inner_obj = func
         else:
-            raise CaptureError(unwritable_message(name, value, user))
+            raise CaptureError(unwritable_message(name, value, user, self.where(user)))
         label = real_name if real_name != "<lambda>" else name
         if real_name != name and real_name != "<lambda>":
             if real_name in self.bound and self.bound[real_name] is not value:
@@ -245,3 +254,7 @@ class Writer:
         blocks.extend(block.rstrip("\n") + "\n" for block in tail_blocks if block)
         header = f"# model_def.py: {what} with the imports and helpers they need, generated from the notebook.\n"
         return header + "\n" + "\n\n".join(blocks)  # two blank lines between top-level definitions (PEP 8)
+
+
+def _place(user: str, obj: Any) -> str:
+    return f"{user}.__init__" if isinstance(obj, type) else user
