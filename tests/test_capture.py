@@ -172,7 +172,12 @@ def test_module_classes_and_functions_capture_from_their_file(tmp_path):
             "x = x * scale[0]",
             r"`scale` used by Net holds a tensor \(torch.Tensor\) at scale\[1\], which cannot be written",
         ),
-        ("", "display(x)", r"display\(\) used by Net is an IPython built-in"),
+        (
+            "",
+            "display(x)",
+            r"`display` used by Net is IPython's display\(\), which exists only in the notebook, not where "
+            r"model_def.py runs \(a plain Python process on each FL site\): use print\(\) in Net instead",
+        ),
     ],
     ids=["open-file", "tensor", "undefined", "list-with-tensor", "ipython-builtin"],
 )

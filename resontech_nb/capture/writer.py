@@ -8,7 +8,6 @@ function come from the closure, never from the notebook's globals.
 
 from __future__ import annotations
 
-import builtins
 import sys
 import types
 from collections.abc import Mapping
@@ -18,11 +17,9 @@ from ..errors import CaptureError
 from .names import EMPTY_CELL, closure_values, enclosing_locals, free_names
 from .origins import import_line, is_user_code, local_module_file, public_location
 from .refusals import unwritable_message
+from .shell_names import is_shell_object, unbound_refusal
 from .sources import NOTEBOOK_MODULES, class_source, function_source, future_annotations, namespace_of, unwrapped
 from .values import Unrebuildable, is_constant, is_rebuildable_kind, value_source
-
-# Names IPython adds to builtins while it runs; they do not exist on an FL site.
-_IPYTHON_BUILTINS = frozenset({"display", "get_ipython", "__IPYTHON__"})
 
 
 class Writer:
@@ -78,25 +75,14 @@ class Writer:
     def _resolve(
         self, name: str, namespace: Mapping[str, Any], user: str, *, soft: bool, chains: dict[str, set[str]]
     ) -> None:
-        if name.startswith("__") and name.endswith("__"):
+        value = namespace.get(name, _UNDEFINED)
+        if _is_dunder(name) and not isinstance(value, types.ModuleType):
             return  # module dunders (__name__, __file__): model_def has its own
-        if name in namespace:
-            value = namespace[name]
-        elif name in _IPYTHON_BUILTINS:
-            if soft:
-                return
-            raise CaptureError(
-                f"{name}() used by {user} is an IPython built-in that does not exist on the FL sites: "
-                "remove it from the model code"
-            )
-        elif hasattr(builtins, name):
-            return
-        else:
-            if soft:
-                return
-            raise CaptureError(
-                f"name {name!r} used by {user} is not defined in the notebook: define or import it in the cell"
-            )
+        if value is _UNDEFINED or (is_shell_object(name, value) and not isinstance(value, types.ModuleType)):
+            refusal = unbound_refusal(name, value is not _UNDEFINED, user)
+            if refusal is not None and not soft:
+                raise CaptureError(refusal)
+            return  # a plain built-in (open, exit, input ...): the process on the site has its own
         self.global_reads.setdefault(user, {})[name] = value
         if self._already_bound(name, value, user):
             return
@@ -254,6 +240,14 @@ class Writer:
         blocks.extend(block.rstrip("\n") + "\n" for block in tail_blocks if block)
         header = f"# model_def.py: {what} with the imports and helpers they need, generated from the notebook.\n"
         return header + "\n" + "\n\n".join(blocks)  # two blank lines between top-level definitions (PEP 8)
+
+
+_UNDEFINED = object()
+
+
+def _is_dunder(name: str) -> bool:
+    """``__name__``, ``__file__`` (not IPython's ``__`` and ``___``, the outputs before last)."""
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
 
 
 def _place(user: str, obj: Any) -> str:
