@@ -13,6 +13,8 @@ import sys
 import types
 from typing import Any
 
+from .torchscript import is_script_function
+
 
 def unwritable_message(name: str, value: Any, user: str, where: str, part: Any = None, path: str = "") -> str:
     """``name`` (read by ``user``, whose code lives in ``where``) holds ``part`` at ``path``, which has no source."""
@@ -36,6 +38,8 @@ def type_name(value: Any) -> str:
 def describe(value: Any) -> str:
     if isinstance(value, io.IOBase):
         return "an open file"
+    if is_script_function(value):
+        return "a TorchScript function whose source cannot be found"
     if isinstance(value, types.FunctionType) and value.__name__ == "<lambda>":
         return "a lambda whose source cannot be found"
     if isinstance(value, types.FunctionType):
@@ -54,6 +58,8 @@ def describe(value: Any) -> str:
 def _fix(value: Any, name: str, where: str) -> str:
     if isinstance(value, io.IOBase):
         return f"open the file inside {where}"
+    if is_script_function(value):
+        return "define it in a notebook cell with def under @torch.jit.script"
     if isinstance(value, types.FunctionType):
         return "define it with def in a notebook cell"
     if isinstance(value, type):

@@ -14,13 +14,18 @@ from typing import Any
 
 from ..errors import CaptureError
 from .spec import TRAIN_FN_NAME
+from .torchscript import script_original
 
 NOTEBOOK_MODULES = frozenset({"__main__", "builtins"})
 _FUTURE_ANNOTATIONS = __future__.annotations.compiler_flag
 
 
 def unwrapped(value: Any) -> Any:
-    """The function under decorators that keep ``__wrapped__`` (functools.wraps, lru_cache)."""
+    """The function under decorators that keep ``__wrapped__`` (functools.wraps, lru_cache, torch.no_grad) or
+    under ``torch.jit.script``."""
+    original = script_original(value)
+    if original is not None:
+        return original
     if isinstance(value, type) or not hasattr(value, "__wrapped__"):
         return value
     try:

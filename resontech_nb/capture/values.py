@@ -19,6 +19,8 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from .torchscript import is_script_function
+
 _MAX_DEPTH = 20
 
 
@@ -120,6 +122,8 @@ def value_source(value: Any, ref: Callable[[Any], str], depth: int = 0, path: st
         return f"{named(kind)}({', '.join(again(v, f'.{n}') for n, v in zip(kind._fields, value, strict=False))})"
     if isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType, types.ModuleType)):
         return named(value)
+    if is_script_function(value):
+        return named(value)
     raise Unrebuildable(value, path)
 
 
@@ -127,7 +131,7 @@ def _callable(func: Any, named: Callable[[Any], str], again: Callable[[Any, str]
     """A partial's function: a nested partial, or a callable ``named`` can refer to."""
     if type(func) is functools.partial:
         return again(func, ".func")
-    if isinstance(func, (type, types.FunctionType, types.BuiltinFunctionType)):
+    if isinstance(func, (type, types.FunctionType, types.BuiltinFunctionType)) or is_script_function(func):
         return named(func)
     raise Unrebuildable(func, path + ".func")
 

@@ -19,6 +19,7 @@ from .origins import import_line, is_user_code, local_module_file, public_locati
 from .refusals import unwritable_message
 from .shell_names import is_shell_object, unbound_refusal
 from .sources import NOTEBOOK_MODULES, class_source, function_source, future_annotations, namespace_of, unwrapped
+from .torchscript import is_script_function, script_call, scripted_by_call
 from .values import Unrebuildable, is_constant, is_rebuildable_kind, value_source
 
 
@@ -118,7 +119,11 @@ class Writer:
             self.constants[name] = f"{name} = {value!r}"
         elif is_user_code(value, namespace):
             self._write_helper(name, value, namespace, user)
-        elif isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType)) or not is_rebuildable_kind(value):
+        elif (
+            isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType))
+            or is_script_function(value)
+            or not is_rebuildable_kind(value)
+        ):
             line = import_line(name, value)
             if line is None:
                 raise CaptureError(unwritable_message(name, value, user, self.where(user)))
@@ -203,14 +208,16 @@ class Writer:
             inner_obj = func
         else:
             raise CaptureError(unwritable_message(name, value, user, self.where(user)))
+        rescript = is_script_function(value) and scripted_by_call(source)  # f = torch.jit.script(g)
         label = real_name if real_name != "<lambda>" else name
         if real_name != name and real_name != "<lambda>":
-            if real_name in self.bound and self.bound[real_name] is not value:
+            stands_for = func if rescript else value
+            if real_name in self.bound and self.bound[real_name] is not stands_for:
                 raise CaptureError(
                     f"{name!r} is another name for {real_name!r}, and {real_name!r} means something else here: "
                     "rename one of them"
                 )
-            self.bound[real_name] = value
+            self.bound[real_name] = stands_for
         self._visiting.add(key)
         try:
             self.require(source, inner_ns, label, future, inner_obj)
@@ -218,7 +225,10 @@ class Writer:
             self._visiting.discard(key)
         self._done.add(key)
         self.helpers.append((label, source))
-        if real_name != name and real_name != "<lambda>":
+        if rescript:
+            self._import_module_path("torch", sys.modules["torch"], user)
+            self.helpers.append((name, script_call(name, real_name)))
+        elif real_name != name and real_name != "<lambda>":
             self.helpers.append((name, f"{name} = {real_name}\n"))
 
     # -- rendering ------------------------------------------------------------------------
