@@ -26,6 +26,14 @@ def unwritable_message(name: str, value: Any, user: str, where: str, part: Any =
     return f"`{name}` used by {user} {what} be written into model_def.py: {_fix(offending, name, where)}"
 
 
+def not_rebuilt_message(name: str, value: Any, user: str, where: str, difference: str) -> str:
+    """``name``'s written form does not give back the live value (``difference`` says where they part)."""
+    return (
+        f"`{name}` used by {user} is {article(type_name(value))} that model_def.py would not rebuild as the "
+        f"notebook has it ({difference}): create it inside {where}"
+    )
+
+
 def type_name(value: Any) -> str:
     """``module.Qualname`` of ``value``'s type, the module printed once (``torch.jit.ScriptFunction``)."""
     kind = type(value)
@@ -70,3 +78,8 @@ def _fix(value: Any, name: str, where: str) -> str:
     if torch is not None and isinstance(value, torch.nn.Module):
         return f"build it inside {where}"
     return f"create `{name}` inside {where}"
+
+
+def article(noun: str) -> str:
+    """``a dict``, ``an argparse.Namespace``."""
+    return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"

@@ -2,18 +2,23 @@
 
 Plain constants are written with ``repr``. Values that can be rebuilt from source are written as an
 expression: ``functools.partial`` of importable or captured callables, ``torch.device``, ``torch.dtype``,
-``torch.Size``, enum members, dataclass and namedtuple instances, ``range``/``slice``, and containers
-of all these. Callables, classes and modules inside them are handed to ``ref``, which imports them or
-writes their source and returns the name to use.
+``torch.Size``, enum members, dataclass and namedtuple instances, ``argparse.Namespace`` and
+``types.SimpleNamespace``, ``pathlib`` paths, ``range``/``slice``, and containers of all these.
+Callables, classes and modules inside them are handed to ``ref``, which imports them or writes their
+source and returns the name (or, for a lambda, the expression) to use. The writer then checks that the
+expression rebuilds the live value (``roundtrip``).
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
 import dataclasses
 import enum
 import functools
+import keyword
 import math
+import pathlib
 import sys
 import types
 from collections.abc import Callable
@@ -22,6 +27,7 @@ from typing import Any
 from .torchscript import is_script_function
 
 _MAX_DEPTH = 20
+_NAMESPACES = (argparse.Namespace, types.SimpleNamespace)
 
 
 class Unrebuildable(Exception):
@@ -59,7 +65,8 @@ def _plain(value: Any, depth: int = 0) -> bool:
 def is_rebuildable_kind(value: Any) -> bool:
     """Values ``value_source`` knows (so a failure inside them names the part that has no source form)."""
     return (
-        isinstance(value, (functools.partial, enum.Enum, range, slice, tuple, list, dict, set, float))
+        isinstance(value, (functools.partial, enum.Enum, range, slice, tuple, list, dict, set, float, pathlib.PurePath))
+        or type(value) in _NAMESPACES
         or (dataclasses.is_dataclass(value) and not isinstance(value, type))
         or _torch_kind(value) is not None
     )
@@ -104,10 +111,15 @@ def value_source(value: Any, ref: Callable[[Any], str], depth: int = 0, path: st
     if kind in (range, slice):
         parts = (again(getattr(value, a), f".{a}") for a in ("start", "stop", "step"))
         return f"{kind.__name__}({', '.join(parts)})"
+    if kind in _NAMESPACES:
+        return f"{named(kind)}({_keywords(vars(value), again)})"
+    if isinstance(value, pathlib.PurePath):
+        concrete = kind is type(pathlib.Path())
+        return f"{named(pathlib.Path if concrete else kind)}({str(value)!r})"
     if isinstance(value, enum.Enum):
-        if getattr(kind, value.name, None) is not value:
-            raise Unrebuildable(value, path)
-        return f"{named(kind)}.{value.name}"
+        if isinstance(value.name, str) and getattr(kind, value.name, None) is value:
+            return f"{named(kind)}.{value.name}"
+        return f"{named(kind)}({again(value.value, '.value')})"  # a combination of flags
     torch_kind = _torch_kind(value)
     if torch_kind is not None:
         return _torch_source(value, torch_kind, named, path)
@@ -125,6 +137,13 @@ def value_source(value: Any, ref: Callable[[Any], str], depth: int = 0, path: st
     if is_script_function(value):
         return named(value)
     raise Unrebuildable(value, path)
+
+
+def _keywords(items: dict[str, Any], again: Callable[[Any, str], str]) -> str:
+    """``a=1, b=2`` (or ``**{'a-b': 1}`` when a key is no identifier) for a namespace's attributes."""
+    if all(isinstance(k, str) and k.isidentifier() and not keyword.iskeyword(k) for k in items):
+        return ", ".join(f"{k}={again(v, '.' + k)}" for k, v in items.items())
+    return "**{" + ", ".join(f"{k!r}: {again(v, f'.{k}')}" for k, v in items.items()) + "}"
 
 
 def _callable(func: Any, named: Callable[[Any], str], again: Callable[[Any, str], str], path: str) -> str:

@@ -16,9 +16,18 @@ from typing import Any
 from ..errors import CaptureError
 from .names import EMPTY_CELL, closure_values, enclosing_locals, free_names
 from .origins import import_line, is_user_code, local_module_file, public_location
-from .refusals import unwritable_message
+from .refusals import not_rebuilt_message, unwritable_message
+from .roundtrip import rebuild_difference
 from .shell_names import is_shell_object, unbound_refusal
-from .sources import NOTEBOOK_MODULES, class_source, function_source, future_annotations, namespace_of, unwrapped
+from .sources import (
+    NOTEBOOK_MODULES,
+    class_source,
+    function_source,
+    future_annotations,
+    lambda_source,
+    namespace_of,
+    unwrapped,
+)
 from .torchscript import is_script_function, script_call, scripted_by_call
 from .values import Unrebuildable, is_constant, is_rebuildable_kind, value_source
 
@@ -129,21 +138,30 @@ class Writer:
                 raise CaptureError(unwritable_message(name, value, user, self.where(user)))
             self.imports[line] = value
         else:
-            try:
-                expression = value_source(value, lambda obj: self._ref(obj, namespace, user))
-            except Unrebuildable as exc:
-                raise CaptureError(
-                    unwritable_message(name, value, user, self.where(user), exc.value, exc.path)
-                ) from None
-            self.helpers.append((name, f"{name} = {expression}\n"))
+            self._write_value(name, value, namespace, user)
 
-    def _ref(self, obj: Any, namespace: Mapping[str, Any], user: str) -> str:
-        """The name (or dotted path) model_def.py uses for a class, function or module inside a rebuilt value."""
+    def _write_value(self, name: str, value: Any, namespace: Mapping[str, Any], user: str) -> None:
+        """``name = <expression>``, accepted only if the expression rebuilds the live value."""
+        try:
+            expression = value_source(value, lambda obj: self._ref(obj, namespace, user, name))
+        except Unrebuildable as exc:
+            raise CaptureError(unwritable_message(name, value, user, self.where(user), exc.value, exc.path)) from None
+        difference = rebuild_difference(expression, self.bound, value, name)
+        if difference is not None:
+            raise CaptureError(not_rebuilt_message(name, value, user, self.where(user), difference))
+        self.helpers.append((name, f"{name} = {expression}\n"))
+
+    def _ref(self, obj: Any, namespace: Mapping[str, Any], user: str, holder: str) -> str:
+        """The name (or dotted path, or a lambda's own text) model_def.py uses for a class, function or module
+        inside the value of the global ``holder``."""
         if isinstance(obj, types.ModuleType):
             self._import_module_path(obj.__name__, obj, user)
             return obj.__name__
         if is_user_code(obj, namespace):
-            real = unwrapped(obj).__name__
+            func = unwrapped(obj)
+            if isinstance(func, types.FunctionType) and func.__name__ == "<lambda>":
+                return self._lambda_expression(func, holder)
+            real = func.__name__
             if not self._already_bound(real, obj, user):
                 self._write(real, obj, namespace, user, {})
             return real
@@ -153,6 +171,14 @@ class Writer:
         module_name, attr = found
         self._import_module_path(module_name, sys.modules[module_name], user)
         return f"{module_name}.{attr}"
+
+    def _lambda_expression(self, fn: types.FunctionType, holder: str) -> str:
+        """A lambda inside a value (``{"gelu": lambda x: ...}``) is written as its own text, its names resolved."""
+        expression = lambda_source(fn)
+        if expression is None:
+            raise Unrebuildable(fn)
+        self.require(expression, fn.__globals__, holder, future_annotations(fn), fn)
+        return expression
 
     def _import_module_path(self, module_name: str, module: types.ModuleType, user: str) -> None:
         top = module_name.split(".")[0]
@@ -261,4 +287,8 @@ def _is_dunder(name: str) -> bool:
 
 
 def _place(user: str, obj: Any) -> str:
-    return f"{user}.__init__" if isinstance(obj, type) else user
+    if isinstance(obj, type):
+        return f"{user}.__init__"
+    if isinstance(obj, types.FunctionType) and obj.__name__ == "<lambda>":
+        return f"the lambda in {user}"
+    return user
