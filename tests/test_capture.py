@@ -163,15 +163,21 @@ def test_module_classes_and_functions_capture_from_their_file(tmp_path):
         (
             "t = torch.ones(2)",
             "x = x * t",
-            r"`t` used by Net is a tensor .*inside the class or fl_train_model",
+            r"`t` used by Net is a tensor \(torch.Tensor\) and cannot be written into model_def.py: "
+            r"create it inside Net.__init__ \(self.register_buffer keeps a tensor with the model\)",
         ),
         ("", "x = undefined_thing(x)", r"name 'undefined_thing' used by Net is not defined in the notebook"),
         (
             "scale = [1.0, torch.ones(1)]",
             "x = x * scale[0]",
-            r"`scale` used by Net is an object \(list\) \(it holds a tensor of type torch.Tensor, which has no source",
+            r"`scale` used by Net holds a tensor \(torch.Tensor\) at scale\[1\], which cannot be written",
         ),
-        ("", "display(x)", r"display\(\) used by Net is an IPython built-in"),
+        (
+            "",
+            "display(x)",
+            r"`display` used by Net is IPython's display\(\), which exists only in the notebook, not where "
+            r"model_def.py runs \(a plain Python process on each FL site\): use print\(\) in Net instead",
+        ),
     ],
     ids=["open-file", "tensor", "undefined", "list-with-tensor", "ipython-builtin"],
 )

@@ -2,7 +2,7 @@
 
 Each runs in a real IPython shell through %%fl_model; its model_def.py is imported in a fresh Python
 process (only the job code next to it) and must build a model with the notebook's parameter count.
-Five of them train for 2 rounds on the local target (NVFlare's simulator) on small synthetic shards.
+Six of them train for 2 rounds on the local target (NVFlare's simulator) on small synthetic shards.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ TRAINED = {
     "vit_einops": (16, 10),
     "lstm_text_classifier": (16, 4),  # its own fl_train_model (token sequences; num_classes unused)
     "nanogpt_style_gpt": (16, 64),  # its own fl_train_model and fl_evaluate_model
+    "pt_examples_mnist_argparse_training": (16, 4),  # its own loop: args, open() on the manifest, PIL images
 }
 
 

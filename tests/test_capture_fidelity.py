@@ -149,8 +149,8 @@ def test_values_without_a_source_form_are_refused_naming_value_and_type(ip):
     )
     with pytest.raises(
         CaptureError,
-        match=r"`norm` used by Net is an object \(functools.partial\) \(it holds an "
-        r"object of type __main__.Holder, which has no source form\)",
+        match=r"`norm` used by Net holds an object \(__main__.Holder\) at norm.keywords\['eps'\], which cannot be "
+        r"written into model_def.py: create `norm` inside Net.__init__",
     ):
         capture(ip.user_ns["Net"], namespace=ip.user_ns)
 

@@ -99,6 +99,13 @@ def first_difference(notebook: dict[str, Any], fresh: dict[str, Any]) -> str | N
 
 def _failure_message(class_name: str, fresh: dict[str, Any], shape: tuple[int, ...] | None) -> str:
     stage, error = fresh["stage"], fresh["error"]
+    if fresh.get("file") and stage in ("import", "init", "forward"):
+        step = {"import": "model_def.py", "init": f"{class_name}()", "forward": f"{class_name}'s forward pass"}[stage]
+        return (
+            f"{step} needs the file {fresh['file']!r}, which a clean Python process (as on an FL site) does not "
+            f"have ({error}): FL sites get only model_def.py and their shard, so write what {class_name} needs "
+            "from that file into the cell (a constant or an __init__ default)"
+        )
     if stage == "forward":
         return (
             f"{class_name} forward pass on input shape {shape} failed: {error}: "

@@ -10,7 +10,8 @@ it imports nothing from resontech_nb.
 
 A request: ``{"custom_dir", "class_name", "functions": [...], "input_shape": [..] | null, "result": path}``.
 The result file gets ``{"ok": true, "param_count", "size_bytes", "state": [[key, shape], ...],
-"output_shape"}`` or ``{"ok": false, "stage": "import" | "define" | "init" | "module" | "forward", "error"}``.
+"output_shape"}`` or ``{"ok": false, "stage": "import" | "define" | "init" | "module" | "forward", "error"}``
+(plus ``"file"`` when the error is a file that could not be opened).
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+def _failure(stage: str, exc: BaseException) -> dict:
+    """A failed stage; ``file`` is the file it could not open (one next to the notebook, often)."""
+    result = {"ok": False, "stage": stage, "error": _one_line(exc)}
+    if isinstance(exc, OSError) and isinstance(exc.filename, str):
+        result["file"] = exc.filename
+    return result
+
+
 def inspect_model(request: dict) -> dict:
     custom_dir = request["custom_dir"]
     os.chdir(custom_dir)
@@ -33,7 +42,7 @@ def inspect_model(request: dict) -> dict:
     try:
         module = importlib.import_module("model_def")
     except BaseException as exc:  # noqa: BLE001 - anything the user's module raises
-        return {"ok": False, "stage": "import", "error": _one_line(exc)}
+        return _failure("import", exc)
     name = request["class_name"]
     model_cls = getattr(module, name, None)
     if not isinstance(model_cls, type):
@@ -46,7 +55,7 @@ def inspect_model(request: dict) -> dict:
     try:
         model = model_cls()
     except BaseException as exc:  # noqa: BLE001
-        return {"ok": False, "stage": "init", "error": _one_line(exc)}
+        return _failure("init", exc)
     if not isinstance(model, torch.nn.Module):
         return {"ok": False, "stage": "module", "error": f"{name}() is not a torch.nn.Module"}
     tensors = list(model.parameters()) + list(model.buffers())
@@ -65,7 +74,7 @@ def inspect_model(request: dict) -> dict:
             with torch.no_grad():
                 out = model(x)
         except BaseException as exc:  # noqa: BLE001 - the user's forward
-            return {"ok": False, "stage": "forward", "error": _one_line(exc)}
+            return _failure("forward", exc)
         result["output_shape"] = list(out.shape) if isinstance(out, torch.Tensor) else None
     return result
 

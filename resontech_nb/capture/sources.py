@@ -14,13 +14,18 @@ from typing import Any
 
 from ..errors import CaptureError
 from .spec import TRAIN_FN_NAME
+from .torchscript import script_original
 
 NOTEBOOK_MODULES = frozenset({"__main__", "builtins"})
 _FUTURE_ANNOTATIONS = __future__.annotations.compiler_flag
 
 
 def unwrapped(value: Any) -> Any:
-    """The function under decorators that keep ``__wrapped__`` (functools.wraps, lru_cache)."""
+    """The function under decorators that keep ``__wrapped__`` (functools.wraps, lru_cache, torch.no_grad) or
+    under ``torch.jit.script``."""
+    original = script_original(value)
+    if original is not None:
+        return original
     if isinstance(value, type) or not hasattr(value, "__wrapped__"):
         return value
     try:
@@ -108,6 +113,9 @@ def function_source(
             source = find_lambda(text, name)
             if source is not None:
                 return source
+            expression = lambda_source(fn)
+            if expression is not None:
+                return f"{name} = {expression}\n"
     if not is_lambda:
         for text in recorded_cells(fn, namespace, cell_source):
             source = find_def(text, fn.__name__, (ast.FunctionDef, ast.AsyncFunctionDef))
@@ -156,6 +164,43 @@ def find_lambda(text: str, name: str) -> str | None:
         ):
             return f"{name} = {ast.get_source_segment(text, node.value)}\n"
     return None
+
+
+def lambda_source(fn: types.FunctionType) -> str | None:
+    """The text of the lambda expression ``fn`` was made from (parenthesized), found by its code's positions.
+
+    Works wherever the lambda stands (a dict of activations, a call's argument): the innermost lambda on
+    its first line that spans all of its code. None when its file or cell is not in linecache.
+    """
+    code = fn.__code__
+    text = "".join(linecache.getlines(code.co_filename))
+    spans = [
+        (line, end_line, col, end_col)
+        for line, end_line, col, end_col in code.co_positions()
+        if None not in (line, end_line, col, end_col) and (line, col) != (end_line, end_col)
+    ]
+    if not text or not spans:
+        return None
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return None
+    holders = [  # ast and co_positions both count columns in UTF-8 bytes
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Lambda)
+        and node.lineno == code.co_firstlineno
+        and all(
+            (node.lineno, node.col_offset) <= (line, col)
+            and (end_line, end_col) <= (node.end_lineno or node.lineno, node.end_col_offset or 0)
+            for line, end_line, col, end_col in spans
+        )
+    ]
+    if not holders:
+        return None
+    innermost = min(holders, key=lambda n: ((n.end_lineno or 0) - n.lineno, (n.end_col_offset or 0) - n.col_offset))
+    segment = ast.get_source_segment(text, innermost)
+    return f"({segment})" if segment else None
 
 
 def recorded_cells(obj: Any, namespace: Mapping[str, Any] | None, cell_source: str | None) -> Iterator[str]:

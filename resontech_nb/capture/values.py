@@ -2,35 +2,41 @@
 
 Plain constants are written with ``repr``. Values that can be rebuilt from source are written as an
 expression: ``functools.partial`` of importable or captured callables, ``torch.device``, ``torch.dtype``,
-``torch.Size``, enum members, dataclass and namedtuple instances, ``range``/``slice``, and containers
-of all these. Callables, classes and modules inside them are handed to ``ref``, which imports them or
-writes their source and returns the name to use.
+``torch.Size``, enum members, dataclass and namedtuple instances, ``argparse.Namespace`` and
+``types.SimpleNamespace``, ``pathlib`` paths, ``range``/``slice``, and containers of all these.
+Callables, classes and modules inside them are handed to ``ref``, which imports them or writes their
+source and returns the name (or, for a lambda, the expression) to use. The writer then checks that the
+expression rebuilds the live value (``roundtrip``).
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
 import dataclasses
 import enum
 import functools
-import io
+import keyword
 import math
+import pathlib
 import sys
 import types
 from collections.abc import Callable
 from typing import Any
 
-from .spec import TRAIN_FN_NAME
+from .torchscript import is_script_function
 
 _MAX_DEPTH = 20
+_NAMESPACES = (argparse.Namespace, types.SimpleNamespace)
 
 
 class Unrebuildable(Exception):
-    """``value`` (part of a larger one) has no source form."""
+    """``value`` (part of a larger one, at ``path`` inside it: ``['gelu']``, ``.lr``, ``[1]``) has no source form."""
 
-    def __init__(self, value: Any) -> None:
+    def __init__(self, value: Any, path: str = "") -> None:
         super().__init__(type(value).__name__)
         self.value = value
+        self.path = path
 
 
 def is_constant(value: Any) -> bool:
@@ -59,66 +65,94 @@ def _plain(value: Any, depth: int = 0) -> bool:
 def is_rebuildable_kind(value: Any) -> bool:
     """Values ``value_source`` knows (so a failure inside them names the part that has no source form)."""
     return (
-        isinstance(value, (functools.partial, enum.Enum, range, slice, tuple, list, dict, set, float))
+        isinstance(value, (functools.partial, enum.Enum, range, slice, tuple, list, dict, set, float, pathlib.PurePath))
+        or type(value) in _NAMESPACES
         or (dataclasses.is_dataclass(value) and not isinstance(value, type))
         or _torch_kind(value) is not None
     )
 
 
-def value_source(value: Any, ref: Callable[[Any], str], depth: int = 0) -> str:
-    """A Python expression that rebuilds ``value``; ``ref(obj)`` names a callable, class or module."""
+def value_source(value: Any, ref: Callable[[Any], str], depth: int = 0, path: str = "") -> str:
+    """A Python expression that rebuilds ``value``; ``ref(obj)`` names a callable, class or module.
+
+    ``path`` is where ``value`` sits inside the global being written; an ``Unrebuildable`` carries it.
+    """
     if depth > _MAX_DEPTH:
-        raise Unrebuildable(value)
+        raise Unrebuildable(value, path)
     if is_constant(value):
         return repr(value)
 
-    def again(item: Any) -> str:
-        return value_source(item, ref, depth + 1)
+    def again(item: Any, where: str) -> str:
+        return value_source(item, ref, depth + 1, path + where)
+
+    def named(obj: Any) -> str:
+        try:
+            return ref(obj)
+        except Unrebuildable as exc:
+            raise Unrebuildable(exc.value, exc.path or path) from None
 
     kind = type(value)
     if kind is float:  # nan and the infinities have no literal
         return f"float({str(value)!r})" if math.isnan(value) or math.isinf(value) else repr(value)
     if kind is tuple:
-        items = [again(v) for v in value]
+        items = [again(v, f"[{i}]") for i, v in enumerate(value)]
         return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
     if kind is list:
-        return f"[{', '.join(again(v) for v in value)}]"
+        return f"[{', '.join(again(v, f'[{i}]') for i, v in enumerate(value))}]"
     if kind is set:
-        return f"{{{', '.join(again(v) for v in value)}}}" if value else "set()"
+        return f"{{{', '.join(again(v, ' (an item)') for v in value)}}}" if value else "set()"
     if kind is dict:
-        return "{" + ", ".join(f"{again(k)}: {again(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{again(k, ' (a key)')}: {again(v, f'[{k!r}]')}" for k, v in value.items()) + "}"
     if kind is functools.partial:
-        args = [_callable(value.func, ref, depth)] + [again(a) for a in value.args]
-        args += [f"{k}={again(v)}" for k, v in value.keywords.items()]
-        return f"{ref(functools.partial)}({', '.join(args)})"
+        args = [_callable(value.func, named, again, path)]
+        args += [again(a, f".args[{i}]") for i, a in enumerate(value.args)]
+        args += [f"{k}={again(v, f'.keywords[{k!r}]')}" for k, v in value.keywords.items()]
+        return f"{named(functools.partial)}({', '.join(args)})"
     if kind in (range, slice):
-        return f"{kind.__name__}({again(value.start)}, {again(value.stop)}, {again(value.step)})"
+        parts = (again(getattr(value, a), f".{a}") for a in ("start", "stop", "step"))
+        return f"{kind.__name__}({', '.join(parts)})"
+    if kind in _NAMESPACES:
+        return f"{named(kind)}({_keywords(vars(value), again)})"
+    if isinstance(value, pathlib.PurePath):
+        concrete = kind is type(pathlib.Path())
+        return f"{named(pathlib.Path if concrete else kind)}({str(value)!r})"
     if isinstance(value, enum.Enum):
-        if getattr(kind, value.name, None) is not value:
-            raise Unrebuildable(value)
-        return f"{ref(kind)}.{value.name}"
+        if isinstance(value.name, str) and getattr(kind, value.name, None) is value:
+            return f"{named(kind)}.{value.name}"
+        return f"{named(kind)}({again(value.value, '.value')})"  # a combination of flags
     torch_kind = _torch_kind(value)
     if torch_kind is not None:
-        return _torch_source(value, torch_kind, ref)
+        return _torch_source(value, torch_kind, named, path)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = dataclasses.fields(value)
-        if any(not f.init for f in fields):
-            raise Unrebuildable(value)
-        args = ", ".join(f"{f.name}={again(getattr(value, f.name))}" for f in fields)
-        return f"{ref(kind)}({args})"
+        for f in fields:
+            if not f.init:
+                raise Unrebuildable(value, path)
+        args = ", ".join(f"{f.name}={again(getattr(value, f.name), '.' + f.name)}" for f in fields)
+        return f"{named(kind)}({args})"
     if isinstance(value, tuple) and hasattr(kind, "_fields"):  # a namedtuple
-        return f"{ref(kind)}({', '.join(again(v) for v in value)})"
+        return f"{named(kind)}({', '.join(again(v, f'.{n}') for n, v in zip(kind._fields, value, strict=False))})"
     if isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType, types.ModuleType)):
-        return ref(value)
-    raise Unrebuildable(value)
+        return named(value)
+    if is_script_function(value):
+        return named(value)
+    raise Unrebuildable(value, path)
 
 
-def _callable(func: Any, ref: Callable[[Any], str], depth: int) -> str:
+def _keywords(items: dict[str, Any], again: Callable[[Any, str], str]) -> str:
+    """``a=1, b=2`` (or ``**{'a-b': 1}`` when a key is no identifier) for a namespace's attributes."""
+    if all(isinstance(k, str) and k.isidentifier() and not keyword.iskeyword(k) for k in items):
+        return ", ".join(f"{k}={again(v, '.' + k)}" for k, v in items.items())
+    return "**{" + ", ".join(f"{k!r}: {again(v, f'.{k}')}" for k, v in items.items()) + "}"
+
+
+def _callable(func: Any, named: Callable[[Any], str], again: Callable[[Any, str], str], path: str) -> str:
+    """A partial's function: a nested partial, or a callable ``named`` can refer to."""
     if type(func) is functools.partial:
-        return value_source(func, ref, depth + 1)
-    if isinstance(func, (type, types.FunctionType, types.BuiltinFunctionType)):
-        return ref(func)
-    raise Unrebuildable(func)
+        return again(func, ".func")
+    if isinstance(func, (type, types.FunctionType, types.BuiltinFunctionType)) or is_script_function(func):
+        return named(func)
+    raise Unrebuildable(func, path + ".func")
 
 
 def _torch_kind(value: Any) -> str | None:
@@ -131,7 +165,7 @@ def _torch_kind(value: Any) -> str | None:
     return None
 
 
-def _torch_source(value: Any, kind: str, ref: Callable[[Any], str]) -> str:
+def _torch_source(value: Any, kind: str, ref: Callable[[Any], str], path: str) -> str:
     torch = sys.modules["torch"]
     if kind == "device":
         return f"{ref(torch)}.device({str(value)!r})"
@@ -139,38 +173,5 @@ def _torch_source(value: Any, kind: str, ref: Callable[[Any], str]) -> str:
         return f"{ref(torch)}.Size({list(value)!r})"
     name = str(value).removeprefix("torch.")
     if getattr(torch, name, None) is not value:
-        raise Unrebuildable(value)
+        raise Unrebuildable(value, path)
     return f"{ref(torch)}.{name}"
-
-
-def unwritable_message(name: str, value: Any, user: str, part: Any = None) -> str:
-    """Why ``name`` cannot be written, naming the value (or its part without a source form) and its type."""
-    inner = ""
-    if part is not None and part is not value:
-        inner = f" (it holds {_describe(part)} of type {_type_name(part)}, which has no source form)"
-    return (
-        f"`{name}` used by {user} is {_describe(value)} ({_type_name(value)}){inner} and cannot be written into "
-        f"model_def.py: create it inside the class or {TRAIN_FN_NAME}"
-    )
-
-
-def _type_name(value: Any) -> str:
-    return f"{type(value).__module__}.{type(value).__qualname__}".removeprefix("builtins.")
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, io.IOBase):
-        return "an open file"
-    if isinstance(value, types.LambdaType) and getattr(value, "__name__", "") == "<lambda>":
-        return "a lambda whose source cannot be found"
-    if isinstance(value, types.FunctionType):
-        return "a function whose source cannot be found"
-    if isinstance(value, type):
-        return "a class that cannot be imported by name"
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        if isinstance(value, torch.Tensor):
-            return "a tensor"
-        if isinstance(value, torch.nn.Module):
-            return "a model instance"
-    return "an object"

@@ -8,7 +8,6 @@ function come from the closure, never from the notebook's globals.
 
 from __future__ import annotations
 
-import builtins
 import sys
 import types
 from collections.abc import Mapping
@@ -17,11 +16,20 @@ from typing import Any
 from ..errors import CaptureError
 from .names import EMPTY_CELL, closure_values, enclosing_locals, free_names
 from .origins import import_line, is_user_code, local_module_file, public_location
-from .sources import NOTEBOOK_MODULES, class_source, function_source, future_annotations, namespace_of, unwrapped
-from .values import Unrebuildable, is_constant, is_rebuildable_kind, unwritable_message, value_source
-
-# Names IPython adds to builtins while it runs; they do not exist on an FL site.
-_IPYTHON_BUILTINS = frozenset({"display", "get_ipython", "__IPYTHON__"})
+from .refusals import not_rebuilt_message, unwritable_message
+from .roundtrip import rebuild_difference
+from .shell_names import is_shell_object, unbound_refusal
+from .sources import (
+    NOTEBOOK_MODULES,
+    class_source,
+    function_source,
+    future_annotations,
+    lambda_source,
+    namespace_of,
+    unwrapped,
+)
+from .torchscript import is_script_function, script_call, scripted_by_call
+from .values import Unrebuildable, is_constant, is_rebuildable_kind, value_source
 
 
 class Writer:
@@ -36,6 +44,7 @@ class Writer:
         self.helpers: list[tuple[str, str]] = []  # (name, source) in dependency order
         self.bound: dict[str, Any] = {}  # name in model_def -> the object it stands for
         self.global_reads: dict[str, dict[str, Any]] = {}  # user -> notebook globals it reads
+        self.places: dict[str, str] = {}  # user -> where its code creates things ("Net.__init__")
         self._visiting: set[int] = set()
         self._done: set[int] = set()
 
@@ -44,6 +53,7 @@ class Writer:
         """Resolve every free name of ``source`` (a def/class/assignment) from ``obj``'s closure or ``namespace``."""
         if future:
             self.futures.add("from __future__ import annotations")
+        self.places.setdefault(user, _place(user, obj))
         names, soft, chains = free_names(source)
         closure = closure_values(obj) if obj is not None else {}
         enclosing = enclosing_locals(obj) if obj is not None else None
@@ -75,25 +85,14 @@ class Writer:
     def _resolve(
         self, name: str, namespace: Mapping[str, Any], user: str, *, soft: bool, chains: dict[str, set[str]]
     ) -> None:
-        if name.startswith("__") and name.endswith("__"):
+        value = namespace.get(name, _UNDEFINED)
+        if _is_dunder(name) and not isinstance(value, types.ModuleType):
             return  # module dunders (__name__, __file__): model_def has its own
-        if name in namespace:
-            value = namespace[name]
-        elif name in _IPYTHON_BUILTINS:
-            if soft:
-                return
-            raise CaptureError(
-                f"{name}() used by {user} is an IPython built-in that does not exist on the FL sites: "
-                "remove it from the model code"
-            )
-        elif hasattr(builtins, name):
-            return
-        else:
-            if soft:
-                return
-            raise CaptureError(
-                f"name {name!r} used by {user} is not defined in the notebook: define or import it in the cell"
-            )
+        if value is _UNDEFINED or (is_shell_object(name, value) and not isinstance(value, types.ModuleType)):
+            refusal = unbound_refusal(name, value is not _UNDEFINED, user)
+            if refusal is not None and not soft:
+                raise CaptureError(refusal)
+            return  # a plain built-in (open, exit, input ...): the process on the site has its own
         self.global_reads.setdefault(user, {})[name] = value
         if self._already_bound(name, value, user):
             return
@@ -103,6 +102,10 @@ class Writer:
             if soft:
                 return
             raise
+
+    def where(self, user: str) -> str:
+        """Where ``user``'s code creates what it needs: ``Net.__init__`` for a class, the function itself."""
+        return self.places.get(user, user)
 
     def _already_bound(self, name: str, value: Any, user: str) -> bool:
         if name not in self.bound:
@@ -125,25 +128,40 @@ class Writer:
             self.constants[name] = f"{name} = {value!r}"
         elif is_user_code(value, namespace):
             self._write_helper(name, value, namespace, user)
-        elif isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType)) or not is_rebuildable_kind(value):
+        elif (
+            isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType))
+            or is_script_function(value)
+            or not is_rebuildable_kind(value)
+        ):
             line = import_line(name, value)
             if line is None:
-                raise CaptureError(unwritable_message(name, value, user))
+                raise CaptureError(unwritable_message(name, value, user, self.where(user)))
             self.imports[line] = value
         else:
-            try:
-                expression = value_source(value, lambda obj: self._ref(obj, namespace, user))
-            except Unrebuildable as exc:
-                raise CaptureError(unwritable_message(name, value, user, exc.value)) from None
-            self.helpers.append((name, f"{name} = {expression}\n"))
+            self._write_value(name, value, namespace, user)
 
-    def _ref(self, obj: Any, namespace: Mapping[str, Any], user: str) -> str:
-        """The name (or dotted path) model_def.py uses for a class, function or module inside a rebuilt value."""
+    def _write_value(self, name: str, value: Any, namespace: Mapping[str, Any], user: str) -> None:
+        """``name = <expression>``, accepted only if the expression rebuilds the live value."""
+        try:
+            expression = value_source(value, lambda obj: self._ref(obj, namespace, user, name))
+        except Unrebuildable as exc:
+            raise CaptureError(unwritable_message(name, value, user, self.where(user), exc.value, exc.path)) from None
+        difference = rebuild_difference(expression, self.bound, value, name)
+        if difference is not None:
+            raise CaptureError(not_rebuilt_message(name, value, user, self.where(user), difference))
+        self.helpers.append((name, f"{name} = {expression}\n"))
+
+    def _ref(self, obj: Any, namespace: Mapping[str, Any], user: str, holder: str) -> str:
+        """The name (or dotted path, or a lambda's own text) model_def.py uses for a class, function or module
+        inside the value of the global ``holder``."""
         if isinstance(obj, types.ModuleType):
             self._import_module_path(obj.__name__, obj, user)
             return obj.__name__
         if is_user_code(obj, namespace):
-            real = unwrapped(obj).__name__
+            func = unwrapped(obj)
+            if isinstance(func, types.FunctionType) and func.__name__ == "<lambda>":
+                return self._lambda_expression(func, holder)
+            real = func.__name__
             if not self._already_bound(real, obj, user):
                 self._write(real, obj, namespace, user, {})
             return real
@@ -153,6 +171,14 @@ class Writer:
         module_name, attr = found
         self._import_module_path(module_name, sys.modules[module_name], user)
         return f"{module_name}.{attr}"
+
+    def _lambda_expression(self, fn: types.FunctionType, holder: str) -> str:
+        """A lambda inside a value (``{"gelu": lambda x: ...}``) is written as its own text, its names resolved."""
+        expression = lambda_source(fn)
+        if expression is None:
+            raise Unrebuildable(fn)
+        self.require(expression, fn.__globals__, holder, future_annotations(fn), fn)
+        return expression
 
     def _import_module_path(self, module_name: str, module: types.ModuleType, user: str) -> None:
         top = module_name.split(".")[0]
@@ -207,15 +233,17 @@ class Writer:
             future = future_annotations(func)
             inner_obj = func
         else:
-            raise CaptureError(unwritable_message(name, value, user))
+            raise CaptureError(unwritable_message(name, value, user, self.where(user)))
+        rescript = is_script_function(value) and scripted_by_call(source)  # f = torch.jit.script(g)
         label = real_name if real_name != "<lambda>" else name
         if real_name != name and real_name != "<lambda>":
-            if real_name in self.bound and self.bound[real_name] is not value:
+            stands_for = func if rescript else value
+            if real_name in self.bound and self.bound[real_name] is not stands_for:
                 raise CaptureError(
                     f"{name!r} is another name for {real_name!r}, and {real_name!r} means something else here: "
                     "rename one of them"
                 )
-            self.bound[real_name] = value
+            self.bound[real_name] = stands_for
         self._visiting.add(key)
         try:
             self.require(source, inner_ns, label, future, inner_obj)
@@ -223,7 +251,10 @@ class Writer:
             self._visiting.discard(key)
         self._done.add(key)
         self.helpers.append((label, source))
-        if real_name != name and real_name != "<lambda>":
+        if rescript:
+            self._import_module_path("torch", sys.modules["torch"], user)
+            self.helpers.append((name, script_call(name, real_name)))
+        elif real_name != name and real_name != "<lambda>":
             self.helpers.append((name, f"{name} = {real_name}\n"))
 
     # -- rendering ------------------------------------------------------------------------
@@ -245,3 +276,19 @@ class Writer:
         blocks.extend(block.rstrip("\n") + "\n" for block in tail_blocks if block)
         header = f"# model_def.py: {what} with the imports and helpers they need, generated from the notebook.\n"
         return header + "\n" + "\n\n".join(blocks)  # two blank lines between top-level definitions (PEP 8)
+
+
+_UNDEFINED = object()
+
+
+def _is_dunder(name: str) -> bool:
+    """``__name__``, ``__file__`` (not IPython's ``__`` and ``___``, the outputs before last)."""
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
+
+
+def _place(user: str, obj: Any) -> str:
+    if isinstance(obj, type):
+        return f"{user}.__init__"
+    if isinstance(obj, types.FunctionType) and obj.__name__ == "<lambda>":
+        return f"the lambda in {user}"
+    return user
