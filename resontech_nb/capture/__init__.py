@@ -20,9 +20,8 @@ behind a ScriptFunction), ``checks`` + ``clean_process`` + ``fresh_import`` (pre
 
 from __future__ import annotations
 
-from .checks import preflight
 from .clean_process import warm_up
-from .core import capture, component_source
+from .core import capture, component_source, preflight
 from .spec import (
     DEFAULT_TRAIN_EVAL_IMPORT,
     DEFAULT_TRAIN_IMPORT,

@@ -23,17 +23,11 @@ _STAGE_FIX = {
 }
 
 
-def preflight(spec_or_cls: ModelSpec | type, input_shape: tuple[int, ...] | list[int] | None = None) -> ModelSpec:
+def check_spec(spec: ModelSpec, input_shape: tuple[int, ...] | list[int] | None = None) -> ModelSpec:
     """Build the model from the generated source alone; compare it with the notebook's; optionally run forward.
 
-    Passing a class captures it first (``capture`` calls this with the spec it made). The spec's
-    ``param_count``, ``size_bytes`` and ``output_shape`` are filled in and the spec is returned.
+    The spec's ``param_count``, ``size_bytes`` and ``output_shape`` are filled in and the spec is returned.
     """
-    if not isinstance(spec_or_cls, ModelSpec):
-        from .core import capture
-
-        return capture(spec_or_cls, input_shape=input_shape)
-    spec = spec_or_cls
     shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
     notebook = notebook_state(spec.model_cls) if spec.model_cls is not None else None
     functions = [TRAIN_FN_NAME] + ([EVAL_FN_NAME] if spec.has_eval_fn else [])

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import CaptureError, CaptureWarning, PreflightError
-from .checks import preflight
+from .checks import check_spec
 from .sources import class_source, function_source, future_annotations, namespace_of
 from .spec import (
     DEFAULT_TRAIN_EVAL_IMPORT,
@@ -81,9 +81,20 @@ def capture(
     )
     for text in spec.warnings:
         warnings.warn(text, CaptureWarning, stacklevel=2)
-    preflight(spec, spec.input_shape)
+    check_spec(spec, spec.input_shape)
     log.info("captured %s: %s parameters", class_name, spec.param_count)
     return spec
+
+
+def preflight(spec_or_cls: ModelSpec | type, input_shape: tuple[int, ...] | list[int] | None = None) -> ModelSpec:
+    """Build the model from the generated source alone in a clean process; compare it with the notebook's.
+
+    Passing a class captures it first (which runs this check). Runs one forward pass when ``input_shape`` is
+    given; the spec's ``param_count``, ``size_bytes`` and ``output_shape`` are filled in and it is returned.
+    """
+    if not isinstance(spec_or_cls, ModelSpec):
+        return capture(spec_or_cls, input_shape=input_shape)
+    return check_spec(spec_or_cls, input_shape)
 
 
 def component_source(cls: type, namespace: Mapping[str, Any] | None = None, cell_source: str | None = None) -> str:
