@@ -13,10 +13,11 @@ import logging
 import re
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from .job.handle import unwritable_reason
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +99,9 @@ def run_notebook(
 
 def writable_folder(path: Path) -> Path:
     """``path`` made and probed; a ``SystemExit`` naming the fix when this process cannot write there."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(prefix=".rt_probe-", dir=path):
-            pass
-    except OSError as exc:
-        reason = "it is a file" if path.is_file() else (exc.strerror or type(exc).__name__).lower()
-        fix = "choose a folder you can write with --out DIR"
-        raise SystemExit(f"error: cannot write to {path} ({reason}): {fix}") from None
+    reason = unwritable_reason(path)
+    if reason:
+        raise SystemExit(f"error: cannot write to {path} ({reason}): choose a folder you can write with --out DIR")
     return path
 
 

@@ -53,18 +53,25 @@ def jobs_home() -> Path:
     home = Path(os.environ.get("RESONTECH_NB_HOME") or Path.home() / ".resontech_nb").expanduser()
     if home in _WRITABLE_HOMES and home.is_dir():
         return home
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(prefix=".rt_probe-", dir=home):
-            pass
-    except OSError as exc:
-        reason = "it is a file" if home.is_file() else (exc.strerror or type(exc).__name__).lower()
+    reason = unwritable_reason(home)
+    if reason:
         raise ConfigError(
             f"the jobs home {home} is not a writable folder ({reason}): "
             "point RESONTECH_NB_HOME at a folder you can write, or unset it"
-        ) from None
+        )
     _WRITABLE_HOMES.add(home)
     return home
+
+
+def unwritable_reason(folder: Path) -> str:
+    """Make ``folder`` and probe it with a file; why this process cannot write there, or "" when it can."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(prefix=".rt_probe-", dir=folder):
+            pass
+    except OSError as exc:
+        return "it is a file" if folder.is_file() else (exc.strerror or type(exc).__name__).lower()
+    return ""
 
 
 class Job(ABC):
