@@ -20,9 +20,9 @@ escape() { printf '%s' "$1" | sed 's/[.[\*^$/&]/\\&/g'; }
 o="$(escape "$old_slug")"
 n="$(escape "$new_slug")"
 files=(resontech_nb/__init__.py README.md pyproject.toml binder/* notebooks/*.ipynb)
-# github.com/OWNER/REPO (links, pip and git URLs), Colab's .../github/OWNER/REPO/..., Binder's .../v2/gh/OWNER/REPO/...
+# github.com/OWNER/REPO (links, pip and git URLs, one ending a sentence), Colab's .../github/OWNER/REPO/..., Binder's .../v2/gh/OWNER/REPO/...
 sed -i -E \
-  -e "s#(github\.com/)${o}([^A-Za-z0-9_.-]|\.git|$)#\1${n}\2#g" \
+  -e "s#(github\.com/)${o}([^A-Za-z0-9_.-]|\.git|\.[^A-Za-z0-9_-]|\.$|$)#\1${n}\2#g" \
   -e "s#(colab\.research\.google\.com/github/)${o}/#\1${n}/#g" \
   -e "s#(mybinder\.org/v2/gh/)${o}/#\1${n}/#g" \
   "${files[@]}"
