@@ -19,8 +19,8 @@ from .config.settings import FederationConfig, ResonTechConfig, TrainingConfig  
 from .errors import ResonTechError  # noqa: E402
 
 __version__ = "0.1.0"  # the one place of the version: pyproject.toml reads it, `resontech-nb --version` shows it
-# Where the code lives: the README's badges and the notebooks' first cell use this same URL (kept in step by hand;
-# no test checks it yet).
+# Where the code lives: the one authoritative URL. The README's links and badges, pyproject.toml, binder/ and the
+# notebooks' first cell copy it; a fork runs scripts/set_repository_url.sh, tests/test_repository_url.py checks.
 REPOSITORY_URL = "https://github.com/resontech/resontech_nb"
 
 _LAZY = {

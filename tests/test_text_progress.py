@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import ast
+import glob
 import os
+import re
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+import resontech_nb
 from resontech_nb.dashboard.snapshot import DashboardSnapshot
 from resontech_nb.dashboard.text import ProgressLines
 from resontech_nb.errors import ConfigError
@@ -53,3 +60,52 @@ def test_quickstart_out_on_a_file_names_the_fix(tmp_path):
     file.write_text("x")
     with pytest.raises(SystemExit, match=r"it is a file\): choose a folder you can write with --out DIR"):
         writable_folder(file)
+
+
+def _python_guard() -> ast.If:
+    """The ``if sys.version_info < ...: raise ImportError(...)`` at the top of resontech_nb/__init__.py."""
+    tree = ast.parse(Path(resontech_nb.__file__).read_text(encoding="utf-8"))
+    guards = [n for n in tree.body if isinstance(n, ast.If) and "sys.version_info" in ast.unparse(n.test)]
+    assert len(guards) == 1, "resontech_nb/__init__.py has no Python version guard at its top level"
+    return guards[0]
+
+
+@pytest.mark.parametrize("version", [(3, 9, 18), (3, 8, 0), (2, 7, 18)])
+def test_a_python_older_than_3_10_gets_one_line_naming_the_fix(version):
+    fake_sys = SimpleNamespace(version_info=version, version=".".join(map(str, version)) + " (main) [GCC 12]")
+    code = compile(ast.Module(body=[_python_guard()], type_ignores=[]), "resontech_nb/__init__.py", "exec")
+    with pytest.raises(ImportError) as raised:
+        exec(code, {"sys": fake_sys})
+    assert str(raised.value) == (
+        f"resontech_nb needs Python 3.10 or newer, this is {'.'.join(map(str, version))}: use Python 3.10+"
+    )
+
+
+@pytest.mark.parametrize("version", [(3, 10, 0), (3, 13, 1)])
+def test_the_python_guard_lets_3_10_and_newer_through(version):
+    code = compile(ast.Module(body=[_python_guard()], type_ignores=[]), "resontech_nb/__init__.py", "exec")
+    exec(code, {"sys": SimpleNamespace(version_info=version, version="x")})
+
+
+def test_the_guard_and_requires_python_name_the_same_floor():
+    pyproject = (Path(resontech_nb.__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    assert re.search(r'^requires-python = ">=3\.10"$', pyproject, re.M)
+    assert ast.unparse(_python_guard().test) == "sys.version_info < (3, 10)"
+
+
+def test_the_real_guard_on_an_installed_older_python():
+    """Where pyenv has a 3.9 (the test machines do), ``import resontech_nb`` from this tree on it."""
+    old = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.9.*/bin/python")))
+    if not old:
+        pytest.skip("no Python 3.9 under ~/.pyenv to try the import on (the guard's logic is tested above)")
+    done = subprocess.run(
+        [old[-1], "-c", "import resontech_nb"],
+        env={**os.environ, "PYTHONPATH": str(Path(resontech_nb.__file__).parents[1])},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"ImportError: resontech_nb needs Python 3\.10 or newer, this is 3\.9\.\d+: use Python 3\.10\+", last
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+from IPython.core.error import UsageError
+
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,10 @@ def enable_colab_widgets(major: int) -> bool:
 
 
 def prepare_widgets() -> None:
-    """What ``%load_ext resontech_nb`` does for the widgets before registering the magics."""
-    major = check_ipywidgets()[0]
+    """What ``%load_ext resontech_nb`` does for the widgets before registering the magics; a too old ipywidgets
+    is one ``UsageError`` line naming the fix, not a traceback."""
+    try:
+        major = check_ipywidgets()[0]
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
     enable_colab_widgets(major)
