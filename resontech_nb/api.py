@@ -110,9 +110,17 @@ def submit(
         job = runner.submit(built)
     job.validation_metrics = _validation_metrics(training, federation)
     job.settings = job_settings(target, spec, training, federation)
+    job.settings["data_summary"] = _data_brief(shard_set, training)
     _remember(job.id, target, config, job.settings)
     _follow(job, federation.tracking, federation.tracking_models)
     return job
+
+
+def _data_brief(shard_set: ShardSet, training: TrainingConfig) -> dict[str, Any]:
+    """The shards' site x class counts for the job's dashboard (the manifests are at hand at submit)."""
+    from .data.summary import data_summary as local_summary
+
+    return local_summary(shard_set, training, sample=0).brief()
 
 
 def data_summary(

@@ -101,6 +101,15 @@ class DataSummary:
         """Counts, a row per site and a column per class (None where withheld)."""
         return [[site.labels.get(label, 0) for label in range(self.num_classes)] for site in self.sites]
 
+    def brief(self) -> dict[str, Any]:
+        """Plain data for a job's dashboard: ``sites``, ``num_classes``, ``counts`` (``matrix()``), ``verdict``."""
+        return {
+            "sites": [site.site for site in self.sites],
+            "num_classes": self.num_classes,
+            "counts": self.matrix(),
+            "verdict": self.verdict,
+        }
+
     def describe(self) -> str:
         kind = "multi-label" if self.multi_label else "single-label"
         lines = [f"{len(self.sites)} site(s), {self.num_classes} classes, {kind}; {self.verdict}"]
