@@ -52,6 +52,10 @@ def test_fl_data_shows_the_summary_and_binds_it(ip, tmp_path):
     ip.run_line_magic("fl_data", "")  # default: ./shards, where split_shards writes
     summary = ip.user_ns["fl_data"]
     assert len(summary.sites) == 2 and sum(s.rows for s in summary.sites) == 40
+    ip.run_line_magic("fl_data", "--target local --min-count 1000")  # counted on the sites, every bin withheld
+    on_sites = ip.user_ns["fl_data"]
+    assert [s.site for s in on_sites.sites] == ["site-1", "site-2"]
+    assert all(c in (None, 0) for row in on_sites.matrix() for c in row) and None in on_sites.matrix()[0]
     with pytest.raises(UsageError, match="does not exist|no shard ZIPs"):
         ip.run_line_magic("fl_data", "--shards nowhere")
 
