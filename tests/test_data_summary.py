@@ -8,7 +8,7 @@ import pytest
 from IPython.core.error import UsageError
 
 from resontech_nb import data_summary, split_shards
-from resontech_nb.errors import DataWarning
+from resontech_nb.errors import DataWarning, JobFailedError
 
 
 def _arrays(count: int = 200, classes: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -104,10 +104,12 @@ def test_on_a_target_the_sites_send_counts_only_with_small_bins_withheld(clean_e
     check_site_counts(remote, local, 4)
     assert "label skew" in remote.verdict and remote.rows[0]["count"] == local.rows[0]["count"]
 
-    (job_dir,) = (tmp_path / "rt_home" / "jobs").iterdir()
+    (job_dir,) = (tmp_path / "rt_home" / "jobs").iterdir()  # the one statistics job so far
     run_dir = next((job_dir / "workspace" / "server").rglob("evaluation.json"))
     received = json.loads(run_dir.read_text())["data_summary"]
     fields = {"train", "val", "test", "multi_label", "labels", "image_sizes", "image_modes"}
     assert set(received) == {"site-1", "site-2"} and all(set(site) == fields for site in received.values())
     server_files_hold_no_row(job_dir / "workspace" / "server", shards)
-    assert data_summary({"site-1": shards[0]}, target="local").sites[0].rows == local.sites[0].rows
+    # {site: path on that site}: nothing is read here; a site without its shard fails the summary by name
+    with pytest.raises(JobFailedError, match=r"site-2: no shard for site 'site-2' .*RESONTECH_SHARD"):
+        data_summary({"site-1": shards[0], "site-2": tmp_path / "nowhere.zip"}, target="local")
