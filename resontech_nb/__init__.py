@@ -34,7 +34,7 @@ _LAZY = {
     "validate_shards": ("resontech_nb.data.shards", "validate_shards"),
     "make_synthetic_shards": ("resontech_nb.data.synthetic", "make_synthetic_shards"),
     "split_shards": ("resontech_nb.data.splitting", "split_shards"),
-    "data_summary": ("resontech_nb.data.summary", "data_summary"),
+    "data_summary": ("resontech_nb.api", "data_summary"),
     "show_dashboard": ("resontech_nb.dashboard", "show_dashboard"),
     "list_jobs": ("resontech_nb.api", "list_jobs"),
     "compare": ("resontech_nb.api", "compare"),

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from .building import builder
 from .config.settings import FederationConfig, ResonTechConfig, TrainingConfig, as_config
-from .errors import JobBuildError, JobNotFoundError
+from .errors import ConfigError, JobBuildError, JobFailedError, JobNotFoundError
 from .job.handle import Job, jobs_home
 from .targets import BuiltJob, check_job_id, get_target
 
 if TYPE_CHECKING:  # pragma: no cover
     from .capture import ModelSpec
     from .data.shards import ShardSet
+    from .data.summary import DataSummary
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +110,77 @@ def submit(
         job = runner.submit(built)
     job.validation_metrics = _validation_metrics(training, federation)
     job.settings = job_settings(target, spec, training, federation)
+    job.settings["data_summary"] = _data_brief(shard_set, training)
     _remember(job.id, target, config, job.settings)
     _follow(job, federation.tracking, federation.tracking_models)
     return job
+
+
+def _data_brief(shard_set: ShardSet, training: TrainingConfig) -> dict[str, Any]:
+    """The shards' site x class counts for the job's dashboard (the manifests are at hand at submit)."""
+    from .data.summary import data_summary as local_summary
+
+    return local_summary(shard_set, training, sample=0).brief()
+
+
+def data_summary(
+    shards: Any,
+    training: TrainingConfig | Mapping[str, Any] | None = None,
+    *,
+    target: str | None = None,
+    config: ResonTechConfig | Mapping[str, Any] | None = None,
+    min_count: int = 0,
+    sample: int = 64,
+    timeout: float | None = 600,
+) -> DataSummary:
+    """Each site's rows, labels and images, a site x class heatmap and a skew verdict (``DataSummary``).
+
+    Without ``target`` the manifests are read here. With a ``target`` (``"local"``, ``"nvflare"``; the same
+    ``config`` as ``submit``) a statistics job runs on the sites and only counts come back: each count below
+    ``min_count`` (but not zero) is withheld on its site. There ``shards`` may be ``{site: path on that site}``,
+    read by nobody but the site. ``sample``: entries per site opened for image sizes and modes.
+    """
+    from .data import summary
+
+    training = as_config(TrainingConfig, training)
+    if target is None:
+        return summary.data_summary(shards, training, sample=sample, min_count=min_count)
+    if target == "resontech":
+        raise ConfigError(
+            "the data summary does not run on the resontech target yet (the platform does not pass a statistics "
+            "job's counts back): call data_summary(shards) where the shards are at hand, or use target='nvflare'"
+        )
+    if min_count < 0:
+        raise ConfigError(f"min_count must be >= 0, got {min_count}: pass 0 to withhold nothing")
+    config = as_config(ResonTechConfig, config)
+    jobs_home()
+    runner = get_target(target, config)
+    runner.preflight()
+    sites = _site_shards(shards, training)
+    federation = FederationConfig(num_rounds=1, min_clients=len(sites), job_name="rt_data_summary")
+    with tempfile.TemporaryDirectory(prefix="rt_build_") as tmp:
+        from .building.statistics_job import build_statistics_job
+
+        job_dir = build_statistics_job(
+            sites, training, federation, Path(tmp) / federation.job_name, min_count=min_count, sample=sample
+        )
+        job = runner.submit(BuiltJob(job_dir, sites, training, federation))
+    job.wait(timeout, progress=False)
+    found = job.server_report
+    counts = found.get("data_summary")
+    errors = found.get("data_summary_errors") or {}
+    if not counts or errors:
+        detail = "; ".join(f"{site}: {error}" for site, error in errors.items()) or job.error or "no counts came back"
+        raise JobFailedError(f"the data summary job {job.id} failed ({detail}): fix the site's shard and run it again")
+    return summary.summary_from_counts(counts, sites, training.num_classes, min_count)
+
+
+def _site_shards(shards: Any, training: TrainingConfig) -> dict[str, Path]:
+    """``{site: shard}``: a mapping as given (the paths are the sites' own, not read here), else validated here."""
+    if isinstance(shards, Mapping):
+        paths = {str(site): Path(path).expanduser() for site, path in shards.items()}
+        return {site: path.resolve() if path.exists() else path for site, path in paths.items()}
+    return dict(_shard_set(shards, training).shards)
 
 
 def _validation_metrics(training: TrainingConfig, federation: FederationConfig) -> tuple[str, ...]:

@@ -283,6 +283,40 @@ def test_cross_site_evaluation_shows_as_a_heatmap_and_a_table() -> None:
     assert saved.cross_site == CROSS_SITE
 
 
+def test_the_sites_data_shows_as_a_heatmap_above_the_curves_and_a_verdict_line(tmp_path) -> None:
+    from resontech_nb import data_summary, split_shards
+
+    images = np.zeros((60, 8, 8), dtype=np.uint8)
+    labels = np.arange(60) % 3
+    shards = split_shards((images, labels), 3, scheme="pathological", classes_per_site=1, out=tmp_path / "s")
+    brief = data_summary(shards, min_count=0).brief()
+    brief["counts"][0][1] = None  # a bin a site withheld
+    plain = metric_dashboard(status="FINISHED")
+    job = FeedJob([("FINISHED", len(METRIC_ROUNDS))], rounds=METRIC_ROUNDS)
+    job.settings = {"data_summary": brief}  # what api.submit keeps with the job
+    dashboard = Dashboard(job, widgets=True)
+    dashboard.refresh()
+
+    view = dashboard.view
+    image = view.images["data"]
+    assert plain.view.images["data"].layout.display == "none"
+    assert image.layout.display != "none" and bytes(image.value).startswith(PNG_SIGNATURE)
+    children = list(view.widget.children)
+    assert children.index(image) < children.index(view.metric_dropdown)  # above the curves
+    assert view.data_summary["counts"] == [[20, None, 0], [0, 20, 0], [0, 0, 20]]
+    sites, values = dashboard.snapshot.data_counts
+    assert sites == ["site-1", "site-2", "site-3"] and np.isnan(values[0, 1]) and values[1, 1] == 20
+    verdict = [line for line in dashboard.text().splitlines() if line.startswith("data: ")]
+    assert verdict == [f"data: {brief['verdict']}"] and "strong label skew" in verdict[0]
+    tall, short = (Image.open(io.BytesIO(d.png())).size[1] for d in (dashboard, plain))
+    assert tall > short + 100  # the heatmap is part of the saved picture
+    saved = DashboardSnapshot.from_dict(dashboard.mimebundle()[1]["resontech_nb"])
+    assert saved.data_summary == dashboard.snapshot.data_summary
+    other = {**brief, "counts": [[20, 0, 0], [0, 20, 0], [0, 0, 20]]}
+    redrawn = dashboard.view.pictures.data.pixels(DashboardSnapshot.from_dict({"data_summary": other}))
+    assert redrawn[1] and not np.array_equal(redrawn[0], dashboard.view.pictures.data.pixels(saved)[0])
+
+
 def test_a_queued_job_shows_as_queued_and_is_still_followed() -> None:
     job = FeedJob([("QUEUED", 0), ("QUEUED", 0), ("RUNNING", 1), ("FINISHED", 3)])
     dashboard = Dashboard(job, widgets=True, poll_interval=0.01)

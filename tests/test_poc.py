@@ -8,6 +8,7 @@ every weight, so the POC must give the simulator's weights bit for bit.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -247,6 +248,25 @@ def test_the_platform_server_can_run_its_jobs_on_the_deployment(poc, finished_jo
     finally:
         server.runner.join(timeout=30)
         server.stop()
+
+
+@pytest.mark.slow
+def test_data_summary_runs_on_the_sites_and_only_counts_reach_the_server(poc, shards, clean_env):
+    """rt.data_summary(target="nvflare"): a statistics job on the deployment; the counts equal the manifests',
+    a bin below min_count is withheld on its site, and no row's id or URI reaches the server."""
+    from test_data_summary import check_site_counts, server_files_hold_no_row
+
+    from resontech_nb.api import data_summary
+
+    local = data_summary(shards)
+    min_count = min(c for row in local.matrix() for c in row if c) + 1
+    config = {"nvflare_startup_kit": str(poc.admin_startup_kit)}
+    remote = data_summary(shards, target="nvflare", config=config, min_count=min_count)
+    check_site_counts(remote, local, min_count)
+    (result,) = (Path(os.environ["RESONTECH_NB_HOME"]) / "nvflare").glob("*/result/workspace")
+    received = json.loads((result / "evaluation.json").read_text())["data_summary"]
+    assert sorted(received) == ["site-1", "site-2"]
+    server_files_hold_no_row(result, shards)
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
-"""notebooks/real_data.ipynb runs headless in a real kernel on scikit-learn's bundled digits (fewer rounds and
-algorithms than the notebook's own parameters): the data summaries, the splits, the federated and centralized
-jobs on the local target, the comparison figure and the held-out accuracy table."""
+"""notebooks/real_data.ipynb runs headless in a real kernel on scikit-learn's bundled digits (two sites, one round of
+FedAvg: each job costs NVFlare's start-up far more than its training, so the test runs three jobs, not the
+notebook's nine): the data summaries, the splits, the federated and centralized jobs on the local target, the
+comparison figure and the held-out accuracy table."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from resontech_nb.quickstart import run_notebook
 pytestmark = pytest.mark.slow
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "real_data.ipynb"
-SMALL = "\nROUNDS = 2\nEPOCHS = 1\nALGORITHMS = ['fedavg', 'scaffold']\n"
+SMALL = "\nROUNDS = 1\nEPOCHS = 1\nSITES = 2\nALGORITHMS = ['fedavg']\n"
 
 
 def test_the_real_data_notebook_runs_and_reports_held_out_accuracy(tmp_path):
@@ -38,9 +39,7 @@ def test_the_real_data_notebook_runs_and_reports_held_out_accuracy(tmp_path):
     assert {(s, a) for s, a, _ in rows} == {
         ("centralized", "-"),
         ("IID", "fedavg"),
-        ("IID", "scaffold"),
         ("Dirichlet(0.3)", "fedavg"),
-        ("Dirichlet(0.3)", "scaffold"),
     }
     accuracy = {(s, a): float(v) for s, a, v in rows}
     assert accuracy[("centralized", "-")] > 0.5 and accuracy[("IID", "fedavg")] > 0.5  # chance is 0.1

@@ -13,7 +13,15 @@ import fl_models
 import pytest
 import torch
 
-from resontech_nb import FederationConfig, TrainingConfig, attach, capture, make_synthetic_shards, submit
+from resontech_nb import (
+    FederationConfig,
+    TrainingConfig,
+    attach,
+    capture,
+    data_summary,
+    make_synthetic_shards,
+    submit,
+)
 from resontech_nb.errors import ConfigError
 from resontech_nb.targets.nvflare.poc_project import free_port
 
@@ -216,6 +224,7 @@ def test_attach_after_a_restart_logs_only_what_is_missing(tracked, home, mlflow_
     scalars = tensorboard_scalars(home / "tb2" / tracked.id)
     assert scalars["global/val/score"] == pytest.approx(expected_points(tracked)["global/val/score"])
     assert again.settings["federation"]["job_name"] == "tracked"
+    assert again.settings["data_summary"]["counts"] == data_summary(home / "shards").matrix()  # for the dashboard
     assert not [n for n in again.notes if "tracking" in n]
 
 

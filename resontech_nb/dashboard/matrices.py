@@ -231,3 +231,52 @@ def _draw_heatmap(fig: Any, ax: Any, metric: str, models: list[str], sites: list
     bar.ax.tick_params(labelsize=8)
     bar.set_label(f"{metric} ({'lower' if lower_is_better(metric) else 'higher'} is better)", fontsize=8.5,
                   color=MUTED)  # fmt: skip
+
+
+class DataChart:
+    """Heatmap of the sites' data before training: rows per site and class, the skew verdict as its subtitle."""
+
+    def __init__(self) -> None:
+        self._key: Any = None
+        self._pixels: np.ndarray | None = None
+
+    def pixels(self, snap: DashboardSnapshot) -> tuple[np.ndarray | None, bool]:
+        found = snap.data_counts
+        if found is None:
+            changed = self._pixels is not None
+            self._pixels, self._key = None, None
+            return None, changed
+        sites, values = found
+        key = (tuple(sites), values.tobytes(), values.shape, snap.data_verdict)
+        if key == self._key and self._pixels is not None:
+            return self._pixels, False
+        height = min(5.0, 1.45 + 0.3 * len(sites))
+        classes = values.shape[1]
+        board = BlitFigure(GRID_WIDTH_IN, height, [(GRID_LEFT_IN, 0.55, min(7.6, 0.45 * classes + 0.8), height - 1.2)])
+        board.background(key, lambda fig, axes: _draw_data(fig, axes[0], sites, values, snap.data_verdict))
+        self._pixels, self._key = board.render([]), key
+        return self._pixels, True
+
+
+def _draw_data(fig: Any, ax: Any, sites: list[str], values: np.ndarray, verdict: str) -> None:
+    ax.set_title("Data per site before training: rows per class", loc="left", fontsize=11, fontweight="bold",
+                 color="#1f2937", pad=18)  # fmt: skip
+    if verdict:
+        ax.text(0, 1.02, clip(verdict, 150), transform=ax.transAxes, fontsize=8, color=MUTED, va="bottom")
+    finite = values[np.isfinite(values)]
+    top = float(finite.max()) if finite.size else 1.0
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=matplotlib.colormaps["Blues"], vmin=0, vmax=max(top, 1.0),
+                      aspect="auto", interpolation="nearest")  # fmt: skip
+    ax.set_xticks(range(values.shape[1]))
+    ax.set_xticklabels([str(c) for c in range(values.shape[1])], fontsize=8)
+    ax.set_yticks(range(len(sites)))
+    ax.set_yticklabels([clip(s, 14) for s in sites], fontsize=8.5)
+    ax.set_xlabel("class", fontsize=9)
+    if values.size <= 300:
+        for (i, j), value in np.ndenumerate(values):
+            text = "\u2014" if not np.isfinite(value) else f"{value:.0f}"
+            light = np.isfinite(value) and value > top / 2
+            ax.text(j, i, text, ha="center", va="center", fontsize=7.5, color="white" if light else "#111827")
+    bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
+    bar.ax.tick_params(labelsize=8)
+    bar.set_label("rows (\u2014: withheld)", fontsize=8.5, color=MUTED)

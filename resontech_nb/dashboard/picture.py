@@ -20,12 +20,12 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .canvas import DPI, MUTED, clip, encode_png
 from .charts import DurationChart, MetricChart
-from .matrices import CrossSiteChart, ParticipationChart
+from .matrices import CrossSiteChart, DataChart, ParticipationChart
 from .series import DEFAULT_METRIC, TRAIN, VALIDATION, metric_names, metric_series
 from .snapshot import DashboardSnapshot, as_snapshot
 from .text import failure_lines, status_line, title_line, warning_lines
 
-PARTS = ("train", "val", "durations", "grid", "cross_site")
+PARTS = ("data", "train", "val", "durations", "grid", "cross_site")
 STATUS_COLOURS = {
     "SUBMITTED": "#6b7280",
     "QUEUED": "#7c3aed",
@@ -55,16 +55,18 @@ class DashboardPictures:
         self.durations = DurationChart()
         self.grid = ParticipationChart()
         self.cross_site = CrossSiteChart()
+        self.data = DataChart()
         self._pixels: dict[str, np.ndarray | None] = dict.fromkeys(PARTS)
         self._pngs: dict[str, bytes | None] = dict.fromkeys(PARTS)
 
     def update(self, snap: DashboardSnapshot, metric: str | None = None) -> dict[str, bytes | None]:
         """Bring every part up to date with ``snap``; return the PNGs of the parts that changed.
 
-        A part without anything to show (no cross-site evaluation) maps to None.
+        A part without anything to show (no data summary, no cross-site evaluation) maps to None.
         """
         metric = chosen_metric(snap, metric)
         drawn = {
+            "data": self.data.pixels(snap),
             "train": self._chart(TRAIN, metric).pixels(
                 metric_series(snap, metric, TRAIN), snap.total_rounds, snap.best_round
             ),
@@ -96,9 +98,13 @@ class DashboardPictures:
         return self._pngs[part]
 
     def compose(self, snap: DashboardSnapshot, metric: str | None = None) -> bytes:
-        """The whole dashboard as one PNG, 1000 px wide: header, metric charts, durations, grid, cross-site."""
+        """The whole dashboard as one PNG, 1000 px wide: header, the sites' data, metric charts, durations, grid,
+        cross-site."""
         self.update(snap, metric)
-        rows = [header_pixels(snap), np.hstack([self._pixels["train"], self._pixels["val"]])]
+        rows = [header_pixels(snap)]
+        if self._pixels["data"] is not None:
+            rows.append(self._pixels["data"])
+        rows.append(np.hstack([self._pixels["train"], self._pixels["val"]]))
         rows += [self._pixels["durations"], self.grid.rgb()]
         if self._pixels["cross_site"] is not None:
             rows.append(self._pixels["cross_site"])

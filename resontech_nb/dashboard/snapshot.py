@@ -44,6 +44,8 @@ class DashboardSnapshot:
     elapsed_s: float | None = None
     best_round: int | None = None  # the round (from 0) whose global model scored best on select_metric
     cross_site: Mapping[str, Mapping[str, Mapping[str, float]]] = field(default_factory=dict)
+    # The sites' data before training, from the job's settings: {"sites", "num_classes", "counts", "verdict"}
+    data_summary: Mapping[str, Any] | None = None
 
     # -- derived values --------------------------------------------------------------
     @property
@@ -125,7 +127,23 @@ class DashboardSnapshot:
 
     def fingerprint(self) -> tuple:
         """Changes whenever something a picture shows changes (elapsed time excluded)."""
-        return (self.status, self.error, self.num_rounds, self.clients, self.rounds, self.best_round, self.cross_site)
+        return (self.status, self.error, self.num_rounds, self.clients, self.rounds, self.best_round, self.cross_site,
+                self.data_summary)
+
+    @cached_property
+    def data_counts(self) -> tuple[list[str], np.ndarray] | None:
+        """The sites and their rows per class (NaN where a site withheld a small bin), or None when unknown."""
+        summary = _data_summary(self.data_summary)
+        if summary is None:
+            return None
+        values = np.array([[np.nan if c is None else float(c) for c in row] for row in summary["counts"]], dtype=float)
+        return list(summary["sites"]), values.reshape(len(summary["sites"]), -1)
+
+    @property
+    def data_verdict(self) -> str:
+        """How skewed the sites' labels are, in one line ("" when unknown)."""
+        summary = _data_summary(self.data_summary)
+        return str(summary.get("verdict") or "") if summary else ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: what the saved notebook carries next to the static picture."""
@@ -140,6 +158,7 @@ class DashboardSnapshot:
             "rounds": [_compact(r.to_dict()) for r in self.rounds],
             "best_round": self.best_round,
             "cross_site": {m: {s: dict(v) for s, v in sites.items()} for m, sites in self.cross_site.items()},
+            "data_summary": _data_summary(self.data_summary),
         }
 
     @classmethod
@@ -158,6 +177,7 @@ class DashboardSnapshot:
             elapsed_s=data.get("elapsed_s"),
             best_round=None if data.get("best_round") is None else int(data["best_round"]),
             cross_site=_cross_site(data.get("cross_site")),
+            data_summary=_data_summary(data.get("data_summary")),
         )
 
 
@@ -178,6 +198,25 @@ def _cross_site(value: Any) -> dict[str, dict[str, dict[str, float]]]:
     return {
         str(model): {str(site): scalar_metrics(metrics) for site, metrics in (sites or {}).items()}
         for model, sites in (value or {}).items()
+    }
+
+
+def _data_summary(value: Any) -> dict[str, Any] | None:
+    """``{"sites", "num_classes", "counts", "verdict"}`` when ``value`` has that shape (a row per site), else None."""
+    if not isinstance(value, Mapping):
+        return None
+    sites, counts = value.get("sites"), value.get("counts")
+    if not isinstance(sites, (list, tuple)) or not isinstance(counts, (list, tuple)) or len(sites) != len(counts):
+        return None
+    if not sites or not all(isinstance(row, (list, tuple)) and len(row) == len(counts[0]) for row in counts):
+        return None
+    if not all(c is None or isinstance(c, (int, float)) for row in counts for c in row):
+        return None
+    return {
+        "sites": [str(site) for site in sites],
+        "num_classes": len(counts[0]),
+        "counts": [list(row) for row in counts],
+        "verdict": str(value.get("verdict") or ""),
     }
 
 
@@ -206,6 +245,7 @@ def take_snapshot(job: Any, *, ended_at: float | None = None) -> DashboardSnapsh
         elapsed_s=elapsed,
         best_round=seen.best_round,
         cross_site=_cross_site(seen.cross_site),
+        data_summary=_data_summary((getattr(job, "settings", None) or {}).get("data_summary")),
     )
 
 

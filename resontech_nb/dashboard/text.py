@@ -116,6 +116,8 @@ def render_text(snapshot: DashboardSnapshot | Mapping[str, Any]) -> str:
     lines = [title_line(snap), status_line(snap)]
     if snap.error:
         lines.append(f"error: {snap.error}")
+    if snap.data_verdict:
+        lines.append(f"data: {snap.data_verdict}")
     lines += warning_lines(snap)
     if snap.rounds:
         lines += ["", _format_table(rounds_table(snap))]

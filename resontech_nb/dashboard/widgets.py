@@ -125,6 +125,7 @@ class DashboardView(traitlets.HasTraits):
     nonfinite_rounds = traitlets.List(traitlets.Int(), help="rounds (from 1) whose global loss is NaN or infinite")
     failures = traitlets.List(help="[{'round': from 1, 'client', 'stage': training|validation, 'error'}, ...]")
     cross_site = traitlets.Dict(help="{model: {site: {metric: value}}}")
+    data_summary = traitlets.Dict(help="the sites' data before training: {'sites', 'num_classes', 'counts', 'verdict'}")
 
     def __init__(
         self,
@@ -143,6 +144,7 @@ class DashboardView(traitlets.HasTraits):
         self.metric_dropdown = make_metric_dropdown()
         traitlets.link((self.metric_dropdown, "value"), (self, "metric"))
         self.images = {
+            "data": make_image("rt-data-summary"),
             "train": make_image("rt-train-chart", "500px"),
             "val": make_image("rt-val-chart", "500px"),
             "durations": make_image("rt-durations"),
@@ -150,11 +152,13 @@ class DashboardView(traitlets.HasTraits):
             "cross_site": make_image("rt-cross-site"),
         }
         self.images["cross_site"].layout.display = "none"
+        self.images["data"].layout.display = "none"
         self.failures_box = widgets.HTML(layout=widgets.Layout(max_width="1000px"))
         self.widget = widgets.VBox(
             [
                 self.title,
                 widgets.HBox([self.status_line, self.abort_button], layout=widgets.Layout(align_items="center")),
+                self.images["data"],
                 self.metric_dropdown,
                 widgets.HBox([self.images["train"], self.images["val"]], layout=widgets.Layout(max_width="1000px")),
                 self.images["durations"],
@@ -197,6 +201,7 @@ class DashboardView(traitlets.HasTraits):
         self.nonfinite_rounds = [r + 1 for r in snap.nonfinite_rounds]
         self.failures = [{"round": r + 1, "client": c, "stage": s, "error": e} for r, c, s, e in snap.failures()]
         self.cross_site = {m: {s: dict(v) for s, v in sites.items()} for m, sites in snap.cross_site.items()}
+        self.data_summary = dict(snap.data_summary or {})
         options = metric_names(snap) or ["loss"]
         if options != list(self.metric_dropdown.options):
             current = chosen_metric(snap, self.metric)

@@ -6,8 +6,10 @@ and the site's distance from the pooled label distribution (total variation: hal
 differences of the label shares, 0 for the same distribution, 1 for disjoint ones). ``rows`` is a tidy table
 (one dict per site and class) for pandas; in a notebook the summary draws a site x class heatmap.
 
-This reads the manifests, so it needs the shards at hand (the local target). A bin below ``min_count`` rows is
-withheld (``None``), as a federated statistics task would withhold it.
+``data_summary`` reads the manifests, so it needs the shards at hand. ``summary_from_counts`` builds the same
+summary from what the sites sent back from a statistics job (``jobcode/rt_statistics.py``, run by
+``resontech_nb.api.data_summary`` on a target): counts only. Either way a bin below ``min_count`` rows is withheld
+(``None``); on the sites it never leaves the site.
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ class SiteData:
 
     site: str
     shard: Path
-    train: int
-    val: int
-    test: int
+    train: int | None  # None: withheld, below min_count
+    val: int | None
+    test: int | None
     labels: dict[int, int | None]  # class -> rows (None: withheld, below min_count)
     image_sizes: dict[tuple[int, int], int] = field(default_factory=dict)
     image_modes: dict[str, int] = field(default_factory=dict)
@@ -52,7 +54,7 @@ class SiteData:
 
     @property
     def rows(self) -> int:
-        return self.train + self.val + self.test
+        return (self.train or 0) + (self.val or 0) + (self.test or 0)
 
 
 @dataclass
@@ -99,6 +101,15 @@ class DataSummary:
         """Counts, a row per site and a column per class (None where withheld)."""
         return [[site.labels.get(label, 0) for label in range(self.num_classes)] for site in self.sites]
 
+    def brief(self) -> dict[str, Any]:
+        """Plain data for a job's dashboard: ``sites``, ``num_classes``, ``counts`` (``matrix()``), ``verdict``."""
+        return {
+            "sites": [site.site for site in self.sites],
+            "num_classes": self.num_classes,
+            "counts": self.matrix(),
+            "verdict": self.verdict,
+        }
+
     def describe(self) -> str:
         kind = "multi-label" if self.multi_label else "single-label"
         lines = [f"{len(self.sites)} site(s), {self.num_classes} classes, {kind}; {self.verdict}"]
@@ -107,7 +118,8 @@ class DataSummary:
             modes = ", ".join(sorted(site.image_modes)) or "?"
             counts = " ".join("-" if c is None else str(c) for c in self.matrix()[self.sites.index(site)])
             lines.append(
-                f"  {site.site}: {site.train} train, {site.val} val, {site.test} test; labels [{counts}]; "
+                f"  {site.site}: {_shown(site.train)} train, {_shown(site.val)} val, {_shown(site.test)} test; "
+                f"labels [{counts}]; "
                 f"images {sizes} {modes}; distance {site.distance:.2f}"
             )
         return "\n".join(lines)
@@ -149,6 +161,10 @@ class DataSummary:
         buffer = io.BytesIO()
         self.heatmap().savefig(buffer, format="png")
         return buffer.getvalue()
+
+
+def _shown(count: int | None) -> str:
+    return "-" if count is None else str(count)
 
 
 def _chance(rows: int, pooled: list[int]) -> float:
@@ -198,9 +214,47 @@ def data_summary(
         for label, count in site_counts.items():
             if label < len(pooled):
                 pooled[label] += count
-    for site_data in sites:
+    return _finish(DataSummary(sites, shard_set.num_classes, shard_set.multi_label, min_count), pooled)
+
+
+def _finish(summary: DataSummary, pooled: list[int]) -> DataSummary:
+    for site_data in summary.sites:
         site_data.distance = _distance(site_data.labels, pooled)
         site_data.chance = _chance(sum(c or 0 for c in site_data.labels.values()), pooled)
-    summary = DataSummary(sites, shard_set.num_classes, shard_set.multi_label, min_count)
     log.info("data summary: %s", summary.verdict)
     return summary
+
+
+def summary_from_counts(
+    counts: dict[str, dict[str, Any]],
+    shards: dict[str, Any] | None = None,
+    num_classes: int = 0,
+    min_count: int = 0,
+) -> DataSummary:
+    """The summary from the sites' counts (``{site: {"train", "val", "test", "labels", "image_sizes",
+    "image_modes", "multi_label"}}`` as ``jobcode/rt_statistics.py`` sends them; a withheld count is None).
+
+    ``shards``: each site's shard path as the job named it; ``num_classes`` 0: one past the highest class seen.
+    The pooled label distribution (for the skew verdict) is what the sites showed: withheld bins count 0.
+    """
+    shards = shards or {}
+    seen = [int(label) for site in counts.values() for label in site.get("labels", {})]
+    num_classes = num_classes or (max(seen) + 1 if seen else 0)
+    sites = []
+    for name, site in counts.items():
+        sizes = {}
+        for key, count in site.get("image_sizes", {}).items():
+            width, _, height = key.partition("x")
+            sizes[(int(width), int(height))] = count
+        labels = {int(label): count for label, count in site.get("labels", {}).items()}
+        sites.append(
+            SiteData(name, Path(shards.get(name, "")), site.get("train"), site.get("val"), site.get("test"), labels,
+                     sizes, dict(site.get("image_modes", {})))
+        )
+    pooled = [0] * num_classes
+    for site_data in sites:
+        for label, count in site_data.labels.items():
+            if label < num_classes:
+                pooled[label] += count or 0
+    multi_label = any(site.get("multi_label") for site in counts.values())
+    return _finish(DataSummary(sites, num_classes, multi_label, min_count), pooled)

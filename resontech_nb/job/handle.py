@@ -223,6 +223,13 @@ class Job(ABC):
         return None if best is None else int(best)
 
     @property
+    def server_report(self) -> dict[str, Any]:
+        """All the server wrote beyond the rounds (its ``evaluation.json``: best round, cross-site results, a
+        statistics job's ``data_summary`` counts)."""
+        self.refresh()
+        return dict(self._evaluation)
+
+    @property
     def cross_site(self) -> dict[str, dict[str, dict[str, float]]]:
         """Cross-site evaluation: ``{model name: {site: metrics}}`` (empty unless ``cross_site_eval`` ran)."""
         self.refresh()

@@ -206,14 +206,17 @@ class FLMagics(Magics, SessionSettings):
     @line_magic
     @magic_arguments()
     @argument("--shards", default="shards", help="Folder of shard ZIPs or one ZIP (default: shards, split_shards')")
-    @argument("--min-count", type=int, default=0, help="Withhold a label bin with fewer rows than this")
+    @argument("--min-count", type=int, default=0, help="Withhold a count below this (a label bin, a split's rows)")
+    @argument("--target", default=None, help="Count on the sites of this target (local, nvflare): only counts return")
     @usage_errors
     def fl_data(self, line: str) -> None:
         """Each site's rows, labels and images before training: a table, a heatmap and how skewed the split is."""
         args = parse_line(self.fl_data, line)
-        from ..data.summary import data_summary
+        from ..api import data_summary
 
-        summary = data_summary(args.shards, self.training, min_count=args.min_count)
+        summary = data_summary(
+            args.shards, self.training, target=args.target, config=self.resontech, min_count=args.min_count
+        )
         self.shell.user_ns["fl_data"] = summary
         _show(summary)
 
