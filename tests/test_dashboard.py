@@ -471,7 +471,7 @@ def test_outside_a_kernel_wait_prints_text_progress(capsys: pytest.CaptureFixtur
     assert dashboard.snapshot.status == "FINISHED" and dashboard.view is None
     out = capsys.readouterr().out
     assert "Federated job feed demo" in out and "SUBMITTED \u00b7 round 0 of 3" in out
-    assert re.search(r"^\s*3\s+0\.3333", out, re.M)  # the third round's row
+    assert re.search(r"^\s*3 of 3\s+0\.3333", out, re.M)  # the third round's row
     assert out.rstrip().splitlines()[-1].startswith("FINISHED \u00b7 round 3 of 3")
 
 

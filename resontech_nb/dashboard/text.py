@@ -220,12 +220,11 @@ class ProgressLines:
 
 
 def summary_lines(snap: DashboardSnapshot) -> list[str]:
-    """What a finished job ends with: its final status line, warnings, and the failures."""
-    lines = [status_line(snap)]
+    """What a finished job ends with: the failures and warnings, then its final status line (and its error)."""
+    failures = failure_lines(snap)
+    lines = ["failures:", *(f"  {line}" for line in failures)] if failures else []
+    lines += warning_lines(snap)
+    lines.append(status_line(snap))
     if snap.error:
         lines.append(f"error: {snap.error}")
-    lines += warning_lines(snap)
-    failures = failure_lines(snap)
-    if failures:
-        lines += ["failures:", *(f"  {line}" for line in failures)]
     return lines
