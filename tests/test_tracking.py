@@ -12,6 +12,8 @@ from pathlib import Path
 import fl_models
 import pytest
 import torch
+import tracking_checks
+from tracking_checks import expected_points, tensorboard_scalars
 
 from resontech_nb import FederationConfig, TrainingConfig, attach, capture, make_synthetic_shards, submit
 from resontech_nb.errors import ConfigError
@@ -19,8 +21,8 @@ from resontech_nb.targets.nvflare.poc_project import free_port
 
 pytestmark = pytest.mark.slow
 
-mlflow_tracking = pytest.importorskip("mlflow.tracking")
-event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+pytest.importorskip("mlflow.tracking")
+pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 ROUNDS = 3
 
@@ -122,22 +124,6 @@ def tracked(home, mlflow_server):
     return job
 
 
-def expected_points(job) -> dict[str, dict[int, float]]:
-    """What the run must hold, from job.rounds."""
-    out: dict[str, dict[int, float]] = {}
-    for record in job.rounds:
-        out.setdefault("global/loss", {})[record.round] = record.global_loss
-        for key, value in record.validation.items():
-            out.setdefault(f"global/val/{key}", {})[record.round] = value
-        out.setdefault("round/participants", {})[record.round] = float(len(record.participants))
-        for site, client in record.clients.items():
-            for key, value in client.metrics.items():
-                out.setdefault(f"site/{site}/train/{key}", {})[record.round] = value
-            for key, value in client.validation.items():
-                out.setdefault(f"site/{site}/val/{key}", {})[record.round] = value
-    return out
-
-
 def test_the_job_has_its_sites_step_logs_in_its_records(tracked):
     steps = {site: c.steps for site, c in tracked.rounds[1].clients.items()}
     # payload["log"]'s default step runs on over the job: round 1 holds steps 2 and 3
@@ -145,17 +131,6 @@ def test_the_job_has_its_sites_step_logs_in_its_records(tracked):
         "site-1": (("batch_loss", 1.0, 2), ("batch_loss", 1.5, 3)),
         "site-2": (("batch_loss", 2.0, 2), ("batch_loss", 2.5, 3)),
     }
-
-
-def tensorboard_scalars(run_dir: Path) -> dict[str, dict[int, float]]:
-    acc = event_accumulator.EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    out: dict[str, dict[int, float]] = {}
-    for tag in acc.Tags()["scalars"]:
-        events = acc.Scalars(tag)
-        assert len({e.step for e in events}) == len(events), f"{tag} has a step twice"
-        out[tag] = {e.step: e.value for e in events}
-    return out
 
 
 def test_tensorboard_holds_every_round_as_the_records_say(tracked, home):
@@ -168,23 +143,14 @@ def test_tensorboard_holds_every_round_as_the_records_say(tracked, home):
 
 
 def mlflow_run(uri: str, job):
-    client = mlflow_tracking.MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name("tracked")
-    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.resontech_job_id = '{job.id}'")
-    assert len(runs) == 1
-    return client, runs[0]
+    return tracking_checks.mlflow_run(uri, job, "tracked")
 
 
 def assert_mlflow_matches(client, run, job) -> None:
-    for key, by_round in expected_points(job).items():
-        history = client.get_metric_history(run.info.run_id, key)
-        assert {m.step: m.value for m in history} == pytest.approx(by_round), key
-        assert len(history) == len(by_round), f"{key} logged twice"
+    tracking_checks.assert_mlflow_matches(client, run, job)
     assert run.data.params["algorithm"] == "fedavg"
     assert run.data.params["federation.num_rounds"] == str(ROUNDS)
     assert run.data.params["parameters"] == "9"
-    assert run.data.tags["status"] == "FINISHED"
-    assert run.info.status == "FINISHED"
 
 
 def test_the_mlflow_server_holds_the_run_and_both_models(tracked, mlflow_server, tmp_path):
