@@ -142,6 +142,63 @@ def test_tensorboard_holds_every_round_as_the_records_say(tracked, home):
     assert scalars["site/site-1/took_part"] == {r: 1.0 for r in range(ROUNDS)}
 
 
+def test_tensorboards_own_loader_sees_one_run_per_job_with_its_scalars(tracked, home):
+    """What ``%tensorboard --logdir DIR`` reads: the multiplexer over DIR lists the job as one run."""
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+    from tensorboard.util import tensor_util
+
+    multiplexer = EventMultiplexer(tensor_size_guidance={"scalars": 0}).AddRunsFromDirectory(str(home / "tb"))
+    multiplexer.Reload()
+    assert list(multiplexer.Runs()) == [tracked.id]
+    scalars = multiplexer.PluginRunToTagToContent("scalars")  # what the scalars dashboard lists
+    assert set(scalars) == {tracked.id}
+    assert set(expected_points(tracked)) <= set(scalars[tracked.id])
+    events = multiplexer.Tensors(tracked.id, "global/loss")
+    loss = {e.step: tensor_util.make_ndarray(e.tensor_proto).item() for e in events}
+    assert loss == pytest.approx(expected_points(tracked)["global/loss"])
+
+
+def test_a_tensorboard_server_on_the_folder_serves_the_jobs_scalars(tracked, home):
+    """A real TensorBoard (what the %tensorboard magic starts) on loopback, asked over HTTP."""
+    import json
+    import os
+    import signal
+    from urllib.parse import quote
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(home / "tb"), "--host", "127.0.0.1",
+         "--port", str(port), "--load_fast", "false", "--reload_interval", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=open(home / "tensorboard.log", "ab"),
+        start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}/data/plugin/scalars"
+    try:
+        tags: dict = {}
+        deadline = time.monotonic() + 120
+        while "global/loss" not in tags.get(tracked.id, {}) and time.monotonic() < deadline:
+            assert server.poll() is None, (home / "tensorboard.log").read_text()[-2000:]
+            try:
+                tags = json.load(urllib.request.urlopen(f"{base}/tags", timeout=5))
+            except OSError:
+                pass
+            time.sleep(0.5)
+        assert list(tags) == [tracked.id]
+        assert set(expected_points(tracked)) <= set(tags[tracked.id])
+        for key in ("global/loss", "global/val/score", "site/site-1/log/batch_loss"):
+            url = f"{base}/scalars?run={quote(tracked.id)}&tag={quote(key)}"
+            served = {step: value for _, step, value in json.load(urllib.request.urlopen(url, timeout=10))}
+            assert served == pytest.approx(expected_points(tracked)[key]), key
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
 def mlflow_run(uri: str, job):
     return tracking_checks.mlflow_run(uri, job, "tracked")
 
