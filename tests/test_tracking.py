@@ -158,45 +158,85 @@ def test_tensorboards_own_loader_sees_one_run_per_job_with_its_scalars(tracked, 
     assert loss == pytest.approx(expected_points(tracked)["global/loss"])
 
 
-def test_a_tensorboard_server_on_the_folder_serves_the_jobs_scalars(tracked, home):
-    """A real TensorBoard (what the %tensorboard magic starts) on loopback, asked over HTTP."""
+def test_the_tensorboard_magic_in_a_kernel_serves_the_jobs_scalars(tracked, home, kernel_name, monkeypatch):
+    """``%load_ext tensorboard`` / ``%tensorboard --logdir DIR`` in a real ipykernel, as the README says; the server
+    it starts (on loopback) is asked over HTTP for the job's scalars, then stopped by the pid it registered."""
     import json
     import os
-    import signal
     from urllib.parse import quote
 
+    import psutil
+    from jupyter_client import KernelManager
+
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # an active venv
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(home / "tb"), "--host", "127.0.0.1",
-         "--port", str(port), "--load_fast", "false", "--reload_interval", "1"],
-        stdout=subprocess.DEVNULL,
-        stderr=open(home / "tensorboard.log", "ab"),
-        start_new_session=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}/data/plugin/scalars"
+    manager = KernelManager(kernel_name=kernel_name)
+    manager.start_kernel(cwd=str(home))
+    client = manager.client()
+    client.start_channels()
+    shown: list[str] = []
+    printed: list[str] = []
+
+    def run(code: str) -> None:
+        def keep(msg):
+            if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
+                printed.append(msg["content"]["text"])
+            if msg["msg_type"] in ("stream", "display_data", "update_display_data", "error"):
+                shown.append(json.dumps(msg["content"]))
+
+        reply = client.execute_interactive(code, timeout=180, output_hook=keep)
+        assert reply["content"]["status"] == "ok", shown
+
+    pid = None
     try:
+        client.wait_for_ready(timeout=60)
+        run("%load_ext tensorboard")
+        run(f"%tensorboard --logdir tb --host 127.0.0.1 --port {port}")  # DIR as in tracking=tensorboard:tb
+        run(f"from tensorboard import manager\nprint([i.pid for i in manager.get_all() if i.port == {port}])")
+        (pid,) = json.loads(printed[-1])
+        assert any(f"const port = {port};" in text for text in shown)  # the frame the magic displayed
+        base = f"http://127.0.0.1:{port}/data/plugin/scalars"
         tags: dict = {}
         deadline = time.monotonic() + 120
         while "global/loss" not in tags.get(tracked.id, {}) and time.monotonic() < deadline:
-            assert server.poll() is None, (home / "tensorboard.log").read_text()[-2000:]
             try:
-                tags = json.load(urllib.request.urlopen(f"{base}/tags", timeout=5))
+                tags = json.load(urllib.request.urlopen(f"{base}/tags", timeout=10))
             except OSError:
                 pass
             time.sleep(0.5)
-        assert list(tags) == [tracked.id]
+        assert list(tags) == [tracked.id]  # one run per job, named by its id
         assert set(expected_points(tracked)) <= set(tags[tracked.id])
         for key in ("global/loss", "global/val/score", "site/site-1/log/batch_loss"):
             url = f"{base}/scalars?run={quote(tracked.id)}&tag={quote(key)}"
             served = {step: value for _, step, value in json.load(urllib.request.urlopen(url, timeout=10))}
             assert served == pytest.approx(expected_points(tracked)[key]), key
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        if pid is not None:
+            stop_tensorboard(psutil.Process(pid))
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def stop_tensorboard(server) -> None:
+    """SIGTERM (SIGKILL after 20 s) to a TensorBoard the kernel started; it has ended once it is the kernel's zombie."""
+    import signal
+
+    import psutil
+
+    def ended() -> bool:
         try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+            return server.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if ended():
+            return
+        server.send_signal(sig)
+        deadline = time.monotonic() + 20
+        while not ended() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert ended(), f"TensorBoard {server.pid} did not stop"
 
 
 def mlflow_run(uri: str, job):
