@@ -298,6 +298,16 @@ def test_an_unknown_scheme_or_an_unreachable_server_fails_before_anything_is_sub
             federation=FederationConfig(num_rounds=1, job_name="never", tracking=f"mlflow:{dead}"),
         )
     assert set((home / "rt_home" / "jobs").glob("*")) == jobs_before
+    (home / "a-file").write_text("not a folder")
+    for store in (f"sqlite:///{home / 'a-file' / 'mlflow.db'}", str(home / "a-file" / "mlruns")):
+        with pytest.raises(ConfigError, match="the MLflow store .*a-file.* cannot be opened"):
+            submit(
+                capture(fl_models.DeltaNet, fl_models.delta_train),
+                home / "shards",
+                training=TrainingConfig(img_size=8),
+                federation=FederationConfig(num_rounds=1, job_name="never", tracking=f"mlflow:{store}"),
+            )
+    assert set((home / "rt_home" / "jobs").glob("*")) == jobs_before
 
 
 def test_a_tracking_server_that_goes_away_mid_job_never_fails_it(home, tracked, mlflow_server):
