@@ -20,6 +20,7 @@ import psutil
 import pytest
 import torch
 
+from resontech_nb.api import attach as api_attach
 from resontech_nb.api import build_job
 from resontech_nb.api import submit as api_submit
 from resontech_nb.capture import capture
@@ -267,6 +268,31 @@ def test_data_summary_runs_on_the_sites_and_only_counts_reach_the_server(poc, sh
     received = json.loads((result / "evaluation.json").read_text())["data_summary"]
     assert sorted(received) == ["site-1", "site-2"]
     server_files_hold_no_row(result, shards)
+
+
+@pytest.mark.slow
+def test_tracking_on_the_deployment_and_after_a_reattach(poc, shards, tmp_path):
+    """Issue 30 on the nvflare target: the submitting kernel's tracker stops after a round, attach logs the rest."""
+    import tracking_checks
+
+    pytest.importorskip("mlflow.tracking")
+    tracking = f"tensorboard:{tmp_path / 'tb'};mlflow:{tmp_path / 'mlruns'}"
+    config = ResonTechConfig(nvflare_startup_kit=str(poc.admin_startup_kit))
+    federation = FederationConfig(
+        num_rounds=4, min_clients=2, wait_time_after_min_received=0, job_name="tracked-poc", tracking=tracking
+    )
+    job = api_submit(capture(fl_models.DeltaNet, fl_models.slow_logging_train), shards, TRAINING, federation,
+                     target="nvflare", config=config)  # fmt: skip
+    job_id = tracking_checks.stop_after_first_logged_round(job)
+    del job  # the handle is gone with its kernel
+    again = api_attach(job_id, config=config)
+    assert again.wait(timeout=240) == "FINISHED", again.error
+    assert again.tracking.wait(timeout=120)
+    assert len(again.rounds) == 4 and again.rounds[-1].clients["site-2"].steps
+    tracking_checks.assert_tensorboard_matches(tmp_path / "tb" / job_id, again)
+    client, run = tracking_checks.mlflow_run((tmp_path / "mlruns").as_uri(), again, "tracked-poc")
+    tracking_checks.assert_mlflow_matches(client, run, again)
+    assert run.data.tags["target"] == "nvflare"
 
 
 @pytest.mark.slow

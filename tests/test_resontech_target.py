@@ -217,3 +217,25 @@ def test_fedopt_with_a_percentile_filter_through_the_platform(platform, s3, shar
     start = fl_models.DeltaNet().state_dict()
     for name, value in remote.result().items():
         assert torch.allclose(value.double(), start[name].double() + 0.375 + 0.5625, atol=1e-5), (name, value)
+
+
+def test_tracking_through_the_platform_and_after_a_reattach(platform, s3, shards, tmp_path):
+    """Issue 30 on the resontech target: the submitting kernel's tracker stops after a round, attach logs the rest."""
+    import tracking_checks
+
+    pytest.importorskip("mlflow.tracking")
+    tracking = f"tensorboard:{tmp_path / 'tb'};mlflow:{tmp_path / 'mlruns'}"
+    config = remote_config(platform, s3.endpoint_url)
+    federation = FEDERATION.replace(num_rounds=4, job_name="tracked-remote", tracking=tracking)
+    spec = capture(fl_models.DeltaNet, fl_models.slow_logging_train)
+    job = api.submit(spec, shards, TrainingConfig(img_size=8), federation, target="resontech", config=config)
+    job_id = tracking_checks.stop_after_first_logged_round(job)
+    del job  # the handle is gone with its kernel
+    again = api.attach(job_id, config=config)
+    assert again.wait(timeout=300) == "FINISHED", again.error
+    assert again.tracking.wait(timeout=120)
+    assert len(again.rounds) == 4 and again.rounds[-1].clients["site-3"].steps
+    tracking_checks.assert_tensorboard_matches(tmp_path / "tb" / job_id, again)
+    client, run = tracking_checks.mlflow_run((tmp_path / "mlruns").as_uri(), again, "tracked-remote")
+    tracking_checks.assert_mlflow_matches(client, run, again)
+    assert run.data.tags["target"] == "resontech"

@@ -12,6 +12,8 @@ from pathlib import Path
 import fl_models
 import pytest
 import torch
+import tracking_checks
+from tracking_checks import expected_points, tensorboard_scalars
 
 from resontech_nb import (
     FederationConfig,
@@ -27,8 +29,8 @@ from resontech_nb.targets.nvflare.poc_project import free_port
 
 pytestmark = pytest.mark.slow
 
-mlflow_tracking = pytest.importorskip("mlflow.tracking")
-event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+pytest.importorskip("mlflow.tracking")
+pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 ROUNDS = 3
 
@@ -130,22 +132,6 @@ def tracked(home, mlflow_server):
     return job
 
 
-def expected_points(job) -> dict[str, dict[int, float]]:
-    """What the run must hold, from job.rounds."""
-    out: dict[str, dict[int, float]] = {}
-    for record in job.rounds:
-        out.setdefault("global/loss", {})[record.round] = record.global_loss
-        for key, value in record.validation.items():
-            out.setdefault(f"global/val/{key}", {})[record.round] = value
-        out.setdefault("round/participants", {})[record.round] = float(len(record.participants))
-        for site, client in record.clients.items():
-            for key, value in client.metrics.items():
-                out.setdefault(f"site/{site}/train/{key}", {})[record.round] = value
-            for key, value in client.validation.items():
-                out.setdefault(f"site/{site}/val/{key}", {})[record.round] = value
-    return out
-
-
 def test_the_job_has_its_sites_step_logs_in_its_records(tracked):
     steps = {site: c.steps for site, c in tracked.rounds[1].clients.items()}
     # payload["log"]'s default step runs on over the job: round 1 holds steps 2 and 3
@@ -153,17 +139,6 @@ def test_the_job_has_its_sites_step_logs_in_its_records(tracked):
         "site-1": (("batch_loss", 1.0, 2), ("batch_loss", 1.5, 3)),
         "site-2": (("batch_loss", 2.0, 2), ("batch_loss", 2.5, 3)),
     }
-
-
-def tensorboard_scalars(run_dir: Path) -> dict[str, dict[int, float]]:
-    acc = event_accumulator.EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    out: dict[str, dict[int, float]] = {}
-    for tag in acc.Tags()["scalars"]:
-        events = acc.Scalars(tag)
-        assert len({e.step for e in events}) == len(events), f"{tag} has a step twice"
-        out[tag] = {e.step: e.value for e in events}
-    return out
 
 
 def test_tensorboard_holds_every_round_as_the_records_say(tracked, home):
@@ -175,24 +150,112 @@ def test_tensorboard_holds_every_round_as_the_records_say(tracked, home):
     assert scalars["site/site-1/took_part"] == {r: 1.0 for r in range(ROUNDS)}
 
 
+def test_tensorboards_own_loader_sees_one_run_per_job_with_its_scalars(tracked, home):
+    """What ``%tensorboard --logdir DIR`` reads: the multiplexer over DIR lists the job as one run."""
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+    from tensorboard.util import tensor_util
+
+    multiplexer = EventMultiplexer(tensor_size_guidance={"scalars": 0}).AddRunsFromDirectory(str(home / "tb"))
+    multiplexer.Reload()
+    assert list(multiplexer.Runs()) == [tracked.id]
+    scalars = multiplexer.PluginRunToTagToContent("scalars")  # what the scalars dashboard lists
+    assert set(scalars) == {tracked.id}
+    assert set(expected_points(tracked)) <= set(scalars[tracked.id])
+    events = multiplexer.Tensors(tracked.id, "global/loss")
+    loss = {e.step: tensor_util.make_ndarray(e.tensor_proto).item() for e in events}
+    assert loss == pytest.approx(expected_points(tracked)["global/loss"])
+
+
+def test_the_tensorboard_magic_in_a_kernel_serves_the_jobs_scalars(tracked, home, kernel_name, monkeypatch):
+    """``%load_ext tensorboard`` / ``%tensorboard --logdir DIR`` in a real ipykernel, as the README says; the server
+    it starts (on loopback) is asked over HTTP for the job's scalars, then stopped by the pid it registered."""
+    import json
+    import os
+    from urllib.parse import quote
+
+    import psutil
+    from jupyter_client import KernelManager
+
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # an active venv
+    port = free_port()
+    manager = KernelManager(kernel_name=kernel_name)
+    manager.start_kernel(cwd=str(home))
+    client = manager.client()
+    client.start_channels()
+    shown: list[str] = []
+    printed: list[str] = []
+
+    def run(code: str) -> None:
+        def keep(msg):
+            if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
+                printed.append(msg["content"]["text"])
+            if msg["msg_type"] in ("stream", "display_data", "update_display_data", "error"):
+                shown.append(json.dumps(msg["content"]))
+
+        reply = client.execute_interactive(code, timeout=180, output_hook=keep)
+        assert reply["content"]["status"] == "ok", shown
+
+    pid = None
+    try:
+        client.wait_for_ready(timeout=60)
+        run("%load_ext tensorboard")
+        run(f"%tensorboard --logdir tb --host 127.0.0.1 --port {port}")  # DIR as in tracking=tensorboard:tb
+        run(f"from tensorboard import manager\nprint([i.pid for i in manager.get_all() if i.port == {port}])")
+        (pid,) = json.loads(printed[-1])
+        assert any(f"const port = {port};" in text for text in shown)  # the frame the magic displayed
+        base = f"http://127.0.0.1:{port}/data/plugin/scalars"
+        tags: dict = {}
+        deadline = time.monotonic() + 120
+        while "global/loss" not in tags.get(tracked.id, {}) and time.monotonic() < deadline:
+            try:
+                tags = json.load(urllib.request.urlopen(f"{base}/tags", timeout=10))
+            except OSError:
+                pass
+            time.sleep(0.5)
+        assert list(tags) == [tracked.id]  # one run per job, named by its id
+        assert set(expected_points(tracked)) <= set(tags[tracked.id])
+        for key in ("global/loss", "global/val/score", "site/site-1/log/batch_loss"):
+            url = f"{base}/scalars?run={quote(tracked.id)}&tag={quote(key)}"
+            served = {step: value for _, step, value in json.load(urllib.request.urlopen(url, timeout=10))}
+            assert served == pytest.approx(expected_points(tracked)[key]), key
+    finally:
+        if pid is not None:
+            stop_tensorboard(psutil.Process(pid))
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def stop_tensorboard(server) -> None:
+    """SIGTERM (SIGKILL after 20 s) to a TensorBoard the kernel started; it has ended once it is the kernel's zombie."""
+    import signal
+
+    import psutil
+
+    def ended() -> bool:
+        try:
+            return server.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if ended():
+            return
+        server.send_signal(sig)
+        deadline = time.monotonic() + 20
+        while not ended() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert ended(), f"TensorBoard {server.pid} did not stop"
+
+
 def mlflow_run(uri: str, job):
-    client = mlflow_tracking.MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name("tracked")
-    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.resontech_job_id = '{job.id}'")
-    assert len(runs) == 1
-    return client, runs[0]
+    return tracking_checks.mlflow_run(uri, job, "tracked")
 
 
 def assert_mlflow_matches(client, run, job) -> None:
-    for key, by_round in expected_points(job).items():
-        history = client.get_metric_history(run.info.run_id, key)
-        assert {m.step: m.value for m in history} == pytest.approx(by_round), key
-        assert len(history) == len(by_round), f"{key} logged twice"
+    tracking_checks.assert_mlflow_matches(client, run, job)
     assert run.data.params["algorithm"] == "fedavg"
     assert run.data.params["federation.num_rounds"] == str(ROUNDS)
     assert run.data.params["parameters"] == "9"
-    assert run.data.tags["status"] == "FINISHED"
-    assert run.info.status == "FINISHED"
 
 
 def test_the_mlflow_server_holds_the_run_and_both_models(tracked, mlflow_server, tmp_path):
@@ -243,6 +306,16 @@ def test_an_unknown_scheme_or_an_unreachable_server_fails_before_anything_is_sub
             training=TrainingConfig(img_size=8),
             federation=FederationConfig(num_rounds=1, job_name="never", tracking=f"mlflow:{dead}"),
         )
+    assert set((home / "rt_home" / "jobs").glob("*")) == jobs_before
+    (home / "a-file").write_text("not a folder")
+    for store in (f"sqlite:///{home / 'a-file' / 'mlflow.db'}", str(home / "a-file" / "mlruns")):
+        with pytest.raises(ConfigError, match="the MLflow store .*a-file.* cannot be opened"):
+            submit(
+                capture(fl_models.DeltaNet, fl_models.delta_train),
+                home / "shards",
+                training=TrainingConfig(img_size=8),
+                federation=FederationConfig(num_rounds=1, job_name="never", tracking=f"mlflow:{store}"),
+            )
     assert set((home / "rt_home" / "jobs").glob("*")) == jobs_before
 
 

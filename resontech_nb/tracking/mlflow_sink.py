@@ -60,6 +60,19 @@ class MlflowSink(Sink):
 
     def check_reachable(self) -> None:
         super().check_reachable()
+        if self.uri.startswith(("sqlite:", "file:")):
+            # Opening the store here makes a database or folder that cannot be written fail before anything is
+            # submitted, and a new sqlite store's tables are made now rather than while the job's rounds run
+            # (MLflow keeps the opened store for the tracker's client of the same URI).
+            try:
+                self._mlflow().search_experiments(max_results=1)
+            except Exception as exc:
+                reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                raise ConfigError(
+                    f"the MLflow store {self.uri} cannot be opened ({reason}): fix the path in tracking=..., "
+                    "or remove it"
+                ) from None
+            return
         if not self.uri.startswith(("http://", "https://")):
             return
         try:
