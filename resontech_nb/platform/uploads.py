@@ -51,6 +51,7 @@ class UserObjects:
 
     def plan(self, email: str, objects: list[tuple[str, int]]) -> list[dict[str, Any]]:
         """For each ``(sha256, size)``: already in this user's prefix, or a presigned PUT URL for it."""
+        self.storage.check_bucket()  # a missing bucket: refused here, not created by the first PUT
         tickets = []
         for sha256, size in objects:
             key = self.key(email, sha256)
