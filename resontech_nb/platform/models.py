@@ -46,6 +46,12 @@ class UploadObject(_Request):
     sha256: Sha256
     size: int = Field(ge=0, le=MAX_OBJECT_BYTES, description="bytes (at most 5 GiB: one presigned PUT)")
 
+    @field_validator("size", mode="before")
+    @classmethod
+    def _integral(cls, value: Any) -> Any:
+        """JSON Schema's integer includes 5.0; strict pydantic alone would refuse it."""
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+
 
 class UploadRequest(_Request):
     objects: list[UploadObject] = Field(min_length=1, max_length=512)
