@@ -1,8 +1,9 @@
 """S3 bytes uploaded by the ``resontech`` target: first submit, re-submit unchanged, re-submit with one shard changed.
 
 Everything runs on loopback: SeaweedFS (the embedded S3 server), a counting proxy in front of it (bytes are counted
-where they arrive, not from the client's own report), and the reference platform server. Jobs are
-aborted right after submission; only the uploads are measured.
+where they arrive, not from the client's own report), and the reference platform server, which reaches S3 through the
+proxy and so presigns the users' upload URLs for it. The client holds no S3 keys. Jobs are aborted right after
+submission; only the uploads are measured (all_requests counts the platform's HEADs of the upload plans too).
 
 Prints a table and writes bench/results/s3_resubmit.json.   .venv/bin/python bench/s3_resubmit.py
 """
@@ -20,7 +21,7 @@ from types import SimpleNamespace
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from resontech_nb import jobbuilder  # noqa: E402
+from resontech_nb.building import builder as jobbuilder  # noqa: E402
 from resontech_nb.config.settings import FederationConfig, ResonTechConfig, TrainingConfig  # noqa: E402
 from resontech_nb.data.shards import validate_shards  # noqa: E402
 from resontech_nb.data.synthetic import make_synthetic_shards  # noqa: E402
@@ -52,7 +53,7 @@ def build(work: Path, shards: list[Path]) -> BuiltJob:
     training = TrainingConfig(img_size=64)
     federation = FederationConfig(num_rounds=1, min_clients=len(shards), job_name="bench")
     shard_set = validate_shards(shards, training)
-    spec = SimpleNamespace(source=MODEL, class_name="SmallCNN")
+    spec = SimpleNamespace(source=MODEL, class_name="SmallCNN", has_train_fn=False, input_shape=None)
     job_dir = jobbuilder.build_job(spec, shard_set, training, federation, out=work / f"job-{time.time_ns()}")
     return BuiltJob(job_dir, dict(shard_set.shards), training, federation, "SmallCNN")
 
@@ -82,13 +83,14 @@ def main() -> dict:
         shards = make_synthetic_shards(work / "shards", n_clients=3, samples_per_client=(200, 300, 400), img_size=64)
         total_shard_bytes = sum(p.stat().st_size for p in shards)
         with EmbeddedS3(work / "s3", bucket=BUCKET) as s3, ForwardingProxy(s3.endpoint_url) as proxy:
-            os.environ.update(s3.env())  # the client and the platform use the store's generated keys
-            server = PlatformServer(work / "platform", s3_endpoint=s3.endpoint_url, bucket=BUCKET).start()
+            os.environ.update(s3.env())  # the platform's keys, taken when it starts ...
+            server = PlatformServer(work / "platform", s3_endpoint=proxy.url, bucket=BUCKET).start()
+            for name in s3.env():
+                del os.environ[name]  # ... and none for the client
+
             try:
                 server.add_user(EMAIL, PASSWORD)
-                config = ResonTechConfig(
-                    base_url=server.url, email=EMAIL, password=PASSWORD, s3_bucket=BUCKET, s3_endpoint_url=proxy.url
-                )
+                config = ResonTechConfig(base_url=server.url, email=EMAIL, password=PASSWORD)
                 target = ResonTechTarget(config)
                 rows = [
                     measured_submit(target, build(work, shards), proxy, "first submit"),

@@ -4,7 +4,8 @@
 ``resontech-nb notebooks``  copy the example notebooks out of the package into a folder
 ``resontech-nb serve``     run the reference platform (``--embedded-s3`` for a one-command try)
 ``resontech-nb add-user``  add a platform user (password from an env var or a prompt)
-``resontech-nb s3-env``    print the embedded S3 server's credentials as ``export`` lines (for ``eval``)
+``resontech-nb s3-env``    print the embedded S3 server's credentials as ``export`` lines, for the host's own tools
+                          (backups, inspecting the bucket); notebook users need no S3 keys
 
 Passwords are read from environment variables or prompts, never from the command line
 (which other users of the machine can see in the process list).
@@ -116,16 +117,18 @@ def _run_platform(args: argparse.Namespace, endpoint: str, bucket: str, embedded
         except ValueError as exc:
             raise SystemExit(f"error: cannot add {email}: {exc}") from None
     server.bind()
-    settings = [f"base_url={server.url}", f"s3_bucket={bucket}"]
-    if endpoint:
-        settings.insert(1, f"s3_endpoint_url={endpoint}")
     print(f"ResonTech platform serving at {server.url} (data in {server.data_dir})", flush=True)
-    print(f"In a notebook:  %fl_config {' '.join(settings)} email=YOU@EXAMPLE.COM", flush=True)
+    print(f"In a notebook:  %fl_config target=resontech base_url={server.url} email=YOU@EXAMPLE.COM", flush=True)
+    print(
+        f"Notebook users need no S3 keys: the platform hands out upload URLs for their own objects, and those "
+        f"point at {endpoint or 'AWS S3'} (bucket {bucket}), which notebook users must be able to reach.",
+        flush=True,
+    )
     if embedded is not None:
         print(
             f"Embedded S3 (SeaweedFS, data in {embedded.data_dir}): its keys are in "
-            f"{embedded.data_dir / CREDENTIALS_FILE} (readable only by you); put them into the notebook's "
-            f'environment with:  eval "$(resontech-nb s3-env --data {server.data_dir})"',
+            f"{embedded.data_dir / CREDENTIALS_FILE} (readable only by you), for your own tools only (backups, "
+            f'inspection):  eval "$(resontech-nb s3-env --data {server.data_dir})". Never give them to users.',
             flush=True,
         )
     if not server.store.users():
@@ -256,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_user.add_argument("--password-env", default=None, help=f"env var holding the password ({DEFAULT_PASSWORD_ENV})")
     add_user.set_defaults(func=_add_user)
 
-    s3_env = commands.add_parser("s3-env", help="print the embedded S3 server's keys as export lines")
+    s3_env = commands.add_parser(
+        "s3-env", help="print the embedded S3 server's keys as export lines (host tools only: users need none)"
+    )
     s3_env.add_argument("--data", default=DEFAULT_DATA)
     s3_env.set_defaults(func=_s3_env)
     return parser

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import subprocess
 import tempfile
 import zipfile
@@ -40,7 +39,6 @@ from resontech_nb.errors import (
     JobNotFoundError,
     ManifestError,
     PlatformError,
-    StorageError,
     SubmitError,
 )
 from resontech_nb.platform import PlatformServer
@@ -498,7 +496,7 @@ API_ROWS = [
         "resontech target not configured",
         lambda d: _submit(d, target="resontech", config={}),
         ConfigError,
-        "the resontech target needs base_url, email, s3_bucket",
+        "the resontech target needs base_url, email:",
     ),
     (
         "nvflare startup kit is a file",
@@ -574,9 +572,7 @@ def s3_client(s3, **keys):
 
 
 def remote(platform, s3, **changes) -> ResonTechConfig:
-    values = dict(
-        base_url=platform.url, email=EMAIL, password=PASSWORD, s3_bucket=s3.bucket, s3_endpoint_url=s3.endpoint_url
-    )
+    values = dict(base_url=platform.url, email=EMAIL, password=PASSWORD)  # a notebook user holds no S3 keys
     values.update(changes)
     return ResonTechConfig(**values)
 
@@ -585,9 +581,7 @@ REMOTE_ROWS = [
     ("wrong password", {"password": "not-the-password"}, AuthError, "wrong email or password"),
     ("unknown email", {"email": "nobody@example.com"}, AuthError, "wrong email or password"),
     ("no password", {"password": ""}, AuthError, "run %fl_login"),
-    ("missing bucket", {"s3_bucket": MISSING_BUCKET}, StorageError, "create it or fix s3_bucket"),
     ("unreachable base_url", {"base_url": "closed"}, PlatformError, "check base_url and that the server is running"),
-    ("unreachable S3 endpoint", {"s3_endpoint_url": "closed"}, StorageError, "check s3_endpoint_url"),
 ]
 
 
@@ -600,30 +594,35 @@ def test_resontech_target_refuses_before_uploading(platform, s3, data, changes, 
     assert PASSWORD not in str(info.value) and "not-the-password" not in str(info.value)
 
 
-def test_resontech_target_refuses_wrong_s3_keys(platform, s3, data, aws_env):
+PLATFORM_STORE_ROWS = [
+    ("missing bucket", {"bucket": MISSING_BUCKET}),
+    ("unreachable S3 endpoint", {"s3_endpoint": "closed"}),
+    ("wrong S3 keys", {"keys": ("AKIAWRONGWRONG", "wrong-secret")}),
+]
+
+
+@pytest.mark.parametrize("changes", [r[1] for r in PLATFORM_STORE_ROWS], ids=[r[0] for r in PLATFORM_STORE_ROWS])
+def test_a_platform_whose_store_fails_says_so_before_anything_is_uploaded(s3, data, tmp_path, aws_env, changes):
+    """The store is the host's (users hold no S3 keys): its faults reach the user as 'tell the host'."""
+    if "keys" in changes:
+        aws_env.setenv("AWS_ACCESS_KEY_ID", changes["keys"][0])  # what the platform starts with
+        aws_env.setenv("AWS_SECRET_ACCESS_KEY", changes["keys"][1])
+    endpoint = f"http://127.0.0.1:{closed_port()}" if changes.get("s3_endpoint") else s3.endpoint_url
+    server = PlatformServer(tmp_path / "p", s3_endpoint=endpoint, bucket=changes.get("bucket", s3.bucket)).start()
+    server.add_user(EMAIL, PASSWORD)
+    aws_env.setenv("AWS_ACCESS_KEY_ID", "testing")
+    aws_env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     try:
-        s3_client(s3, aws_access_key_id="AKIAWRONGWRONG", aws_secret_access_key="wrong").head_bucket(Bucket=s3.bucket)
-    except Exception:  # noqa: BLE001 - the server checks keys: the row applies
-        pass
-    else:
-        pytest.skip("this S3 server accepts any access keys, so wrong keys cannot be told apart")
-    right = {
-        "aws_access_key_id": os.environ["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": os.environ["AWS_SECRET_ACCESS_KEY"],
-    }
-    s3_before = _s3_state(s3, **right)
-    aws_env.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONG")
-    aws_env.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
-    with nothing_left(None, platform), pytest.raises(StorageError) as info:
-        api.submit(data.spec, data.paths["good"], target="resontech", config=remote(platform, s3))
-    # InvalidAccessKeyId names the variables; a HEAD answered with a bare 403 (no error code) says "check the keys"
-    assert re.search(r"check (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY|the keys)", one_line(str(info.value)))
-    assert "wrong-secret" not in str(info.value)
-    assert _s3_state(s3, **right) == s3_before
+        with nothing_left(s3, server), pytest.raises(PlatformError) as info:
+            api.submit(data.spec, data.paths["good"], target="resontech", config=remote(server, s3))
+    finally:
+        server.stop()
+    assert "cannot reach its object store: tell the platform's host" in one_line(str(info.value)), info.value
+    assert "wrong-secret" not in str(info.value) and PASSWORD not in str(info.value)
 
 
 def _remote_magics(ip, platform, s3, **changes) -> None:
-    values = dict(base_url=platform.url, email=EMAIL, s3_bucket=s3.bucket, s3_endpoint_url=s3.endpoint_url)
+    values = dict(base_url=platform.url, email=EMAIL)
     values.update(changes)
     assert ip.run_cell("%fl_config target=resontech " + " ".join(f"{k}={v}" for k, v in values.items())).success
 
@@ -646,10 +645,10 @@ def test_magic_login_with_a_wrong_password(ip, platform, s3, monkeypatch, aws_en
     assert "wrong email or password" in message and "not-the-password" not in message
 
 
-@pytest.mark.parametrize("setting, fix", [("s3_bucket", "create it or fix s3_bucket"), ("base_url", "check base_url")])
-def test_magic_submit_to_a_missing_bucket_or_closed_platform(ip, platform, s3, data, aws_env, setting, fix):
+@pytest.mark.parametrize("setting, fix", [("base_url", "check base_url")])
+def test_magic_submit_to_a_closed_platform(ip, platform, s3, data, aws_env, setting, fix):
     ip.user_ns["fl_model"] = data.spec
-    value = MISSING_BUCKET if setting == "s3_bucket" else f"http://127.0.0.1:{closed_port()}"
+    value = f"http://127.0.0.1:{closed_port()}"
     from resontech_nb.notebook.magics import FLMagics
 
     magics = next(c for c in ip.configurables if isinstance(c, FLMagics))

@@ -93,9 +93,7 @@ def config_for(base_url: str, email: str, s3, password: str | None = None) -> Re
         base_url=base_url,
         email=email,
         password=PASSWORDS.get(email, "") if password is None else password,
-        s3_bucket=BUCKET,
-        s3_endpoint_url=s3.endpoint_url,
-    )
+    )  # all a notebook user holds: no bucket, no S3 keys
 
 
 def built_job(tmp_path: Path, rounds: int, seconds_per_round: float = 0.0, name: str = "delta") -> BuiltJob:
@@ -103,7 +101,9 @@ def built_job(tmp_path: Path, rounds: int, seconds_per_round: float = 0.0, name:
     training = TrainingConfig(img_size=8)
     federation = FederationConfig(num_rounds=rounds, min_clients=2, wait_time_after_min_received=0, job_name=name)
     spec = SimpleNamespace(
-        source=MODEL_SOURCE.replace("@SECONDS@", repr(float(seconds_per_round))), class_name="DeltaNet"
+        source=MODEL_SOURCE.replace("@SECONDS@", repr(float(seconds_per_round))),
+        class_name="DeltaNet",
+        has_train_fn=True,
     )
     shard_set = validate_shards(shards, training)
     job_dir = jobbuilder.build_job(spec, shard_set, training, federation, out=tmp_path / "job")

@@ -90,11 +90,12 @@ def test_objects_survive_restarts_and_a_kill(tmp_path, monkeypatch):
     server = Serve(data, free_port(), free_port(), log).start()
     try:
         printed = log.read_text()
-        endpoint = re.search(r"s3_endpoint_url=(\S+)", printed).group(1)
+        endpoint = re.search(r"point at (\S+) \(bucket resontech-nb\)", printed).group(1)  # the upload URLs' store
+        assert "s3_bucket" not in printed and "Notebook users need no S3 keys" in printed
         assert endpoint == f"http://127.0.0.1:{server.s3_port}"
         assert requests.get(f"{server.url}/health", timeout=5).headers["Server"] == "resontech-platform"
 
-        keys = s3_keys(data)
+        keys = s3_keys(data)  # the host's own keys (for its tools: here, to check the objects survive)
         assert set(keys) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} and len(keys["AWS_SECRET_ACCESS_KEY"]) >= 30
         assert (data / "s3" / "s3-credentials.json").stat().st_mode & 0o077 == 0
         for name, value in keys.items():

@@ -114,26 +114,25 @@ FORK_BOMB = """
 """
 
 
-def built_job(tmp_path: Path, name: str, attack: str = "pass", targets: dict | None = None) -> BuiltJob:
-    shards = make_synthetic_shards(tmp_path / name / "shards", n_clients=2, samples_per_client=(6, 8), img_size=8)
+def built_job(
+    tmp_path: Path, name: str, attack: str = "pass", targets: dict | None = None, seed: int = 0
+) -> BuiltJob:
+    shards = make_synthetic_shards(
+        tmp_path / name / "shards", n_clients=2, samples_per_client=(6, 8), img_size=8, seed=seed
+    )
     training = TrainingConfig(img_size=8)
     federation = FederationConfig(num_rounds=2, min_clients=2, wait_time_after_min_received=0, job_name=name)
     source = HONEST.replace("@ATTACK@", attack.strip("\n").lstrip())
     source = f"TARGETS = {json.dumps(json.dumps(targets or {}))}\n" + source
-    spec = SimpleNamespace(source=source, class_name="DeltaNet")
+    spec = SimpleNamespace(source=source, class_name="DeltaNet", has_train_fn=True)
     shard_set = validate_shards(shards, training)
     job_dir = jobbuilder.build_job(spec, shard_set, training, federation, out=tmp_path / name / "job")
     return BuiltJob(job_dir, dict(shard_set.shards), training, federation, "DeltaNet")
 
 
-def config_for(server: PlatformServer, email: str, s3) -> ResonTechConfig:
-    return ResonTechConfig(
-        base_url=server.url,
-        email=email,
-        password=PASSWORDS[email],
-        s3_bucket=BUCKET,
-        s3_endpoint_url=s3.endpoint_url,
-    )
+def config_for(server: PlatformServer, email: str, s3=None) -> ResonTechConfig:
+    """Everything a notebook user holds: the platform's URL and the account (no bucket keys)."""
+    return ResonTechConfig(base_url=server.url, email=email, password=PASSWORDS[email])
 
 
 @pytest.fixture
@@ -232,30 +231,104 @@ def test_without_a_sandbox_the_server_refuses_unless_unsafe_single_user(tmp_path
     assert os.environ["PATH"] == str(tmp_path)
 
 
-def test_an_object_replaced_after_the_submit_fails_that_job_by_name(platform, s3, tmp_path):
-    config = config_for(platform, ALICE, s3)
-    built = built_job(tmp_path, "replaced")
-    target = ResonTechTarget(config)
-    storage = target.storage()
-    report = storage.upload_files(built.shards)
-    job_report = storage.upload_dir_as_zip(built.job_dir, name="job")
-    # Someone with write access puts other bytes (with a matching sha256 in their metadata) under site-2's key.
-    forged = b"not the shard that was submitted"
+def submit_named(target: ResonTechTarget, name: str, job_sha256: str, shards: dict[str, str]):
+    """A job spec sent as is (what a hand-written client could send), naming its objects by sha256."""
+    client = target.client()
+    client.ensure_login()
+    spec = {"name": name, "job_sha256": job_sha256, "shards": shards, "num_rounds": 2}
+    return target.attach(client.submit(spec, idempotency_key=f"{name}-{os.getpid()}")["id"])
 
+
+def test_an_object_replaced_after_the_submit_fails_that_job_by_name(platform, tmp_path):
+    target = ResonTechTarget(config_for(platform, ALICE))
+    built = built_job(tmp_path, "replaced")
+    uploader = target.uploader()
+    report = uploader.upload_files(built.shards)
+    job_report = uploader.upload_dir_as_zip(built.job_dir, name="job")
+    # Someone with write access to the bucket (the host's keys) puts other bytes, with a matching sha256 in
+    # their metadata, under site-2's key.
+    forged = b"not the shard that was submitted"
+    storage = platform.runner.objects.storage
     storage.client.put_object(
         Bucket=BUCKET, Key=report.keys["site-2"], Body=forged, Metadata={"sha256": hashlib.sha256(forged).hexdigest()}
     )
-    spec = {
-        "name": "replaced",
-        "job_key": job_report.keys["job"],
-        "job_sha256": job_report.sha256["job"],
-        "shards": dict(report.keys),
-        "shard_sha256": dict(report.sha256),
-        "num_rounds": 2,
-    }
-    client = target.client()
-    client.ensure_login()
-    info = client.submit(spec, idempotency_key="replaced-object-1")
-    job = target.attach(info["id"])
+    job = submit_named(target, "replaced", job_report.sha256["job"], dict(report.sha256))
     assert job.wait(timeout=120) == "FAILED"
     assert "shard of site-2" in job.error and "not what was submitted" in job.error, job.error
+    # The bad object is gone, so the next upload of the real shard sends it again (and a re-submit works).
+    assert uploader.upload_files({"site-2": built.shards["site-2"]}).uploaded == ["site-2"]
+
+
+def test_user_a_holding_all_a_notebook_user_holds_cannot_reach_bs_objects(platform, s3, tmp_path, monkeypatch):
+    import boto3
+    import requests
+    from botocore import UNSIGNED
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    bob_built, alice_built = built_job(tmp_path, "bobs", seed=101), built_job(tmp_path, "alices", seed=102)
+    bob = ResonTechTarget(config_for(platform, BOB)).uploader()
+    bob_shards, bob_job = bob.upload_files(bob_built.shards), bob.upload_dir_as_zip(bob_built.job_dir)
+    host = platform.runner.objects.storage.client  # the platform's own keys: to check B's objects afterwards
+
+    def bobs_objects() -> dict[str, str]:
+        return {
+            key: hashlib.sha256(host.get_object(Bucket=BUCKET, Key=key)["Body"].read()).hexdigest()
+            for key in [*bob_shards.keys.values(), bob_job.keys["job"]]
+        }
+
+    before = bobs_objects()
+    assert before == {bob_shards.keys[s]: bob_shards.sha256[s] for s in bob_shards.keys} | {
+        bob_job.keys["job"]: bob_job.sha256["job"]
+    }
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)  # from here on, the process holds what a notebook user holds: no S3 keys
+    alice_target = ResonTechTarget(config_for(platform, ALICE))
+    alice = alice_target.uploader()
+    alice_client = alice.client
+
+    # 1. The bucket itself: without keys, nothing is listed, read or written.
+    anonymous = boto3.session.Session().client(
+        "s3", endpoint_url=s3.endpoint_url, region_name="us-east-1", config=Config(signature_version=UNSIGNED)
+    )
+    bobs_key = bob_shards.keys["site-1"]
+    for attempt in (
+        lambda: anonymous.list_objects_v2(Bucket=BUCKET),
+        lambda: anonymous.get_object(Bucket=BUCKET, Key=bobs_key),
+        lambda: anonymous.put_object(Bucket=BUCKET, Key=bobs_key, Body=b"overwritten"),
+    ):
+        with pytest.raises(ClientError, match="AccessDenied"):
+            attempt()
+
+    # 2. Asking for B's objects by their sha256: A learns nothing (not "already there") and gets URLs for keys in
+    # A's own prefix, never B's; the URL takes only those exact bytes.
+    sizes = {site: Path(path).stat().st_size for site, path in bob_built.shards.items()}
+    tickets = alice_client.plan_uploads([{"sha256": bob_shards.sha256[s], "size": sizes[s]} for s in sorted(sizes)])
+    bob_prefix = bobs_key.rsplit("/sha256/", 1)[0]
+    alice_prefix = platform.runner.objects.prefix(ALICE)
+    assert len(tickets) == 2
+    for ticket in tickets:
+        assert ticket["present"] is False  # B holds these very bytes: A is not told
+        assert ticket["key"].startswith(alice_prefix) and not ticket["key"].startswith(bob_prefix)
+        assert bob_prefix.rsplit("/", 1)[-1] not in ticket["url"]
+
+    # 3. A's own presigned URL, turned on B's key, on another method or on other bytes: refused.
+    url, headers, own_key = tickets[0]["url"], tickets[0]["headers"], tickets[0]["key"]
+    evil = b"x" * tickets[0]["size"]
+    assert requests.put(url.replace(own_key, bobs_key), data=evil, headers=headers, timeout=30).status_code == 403
+    assert requests.get(url.replace(own_key, bobs_key), timeout=30).status_code == 403
+    assert requests.get(url, timeout=30).status_code == 403  # a PUT URL does not read
+    assert requests.put(url, data=evil, headers=headers, timeout=30).status_code in (400, 403)  # BadDigest
+
+    # 4. A job of A naming B's objects: it fails by name (the platform looks in A's prefix only).
+    alice_job = alice.upload_dir_as_zip(alice_built.job_dir)
+    named_bobs = submit_named(alice_target, "borrowed", alice_job.sha256["job"], dict(bob_shards.sha256))
+    assert named_bobs.wait(timeout=120) == "FAILED"
+    assert "shard of site-1" in named_bobs.error and "not among this account's uploads" in named_bobs.error
+    named_bobs_job = submit_named(alice_target, "borrowed-job", bob_job.sha256["job"], dict(bob_shards.sha256))
+    assert named_bobs_job.wait(timeout=120) == "FAILED"
+    assert "job ZIP" in named_bobs_job.error, named_bobs_job.error
+
+    # 5. A uploading the very same bytes as B sends them (into A's prefix): no cross-user deduplication.
+    assert alice.upload_files({"copy": bob_built.shards["site-1"]}).uploaded == ["copy"]
+    assert bobs_objects() == before  # B's objects are untouched

@@ -23,6 +23,7 @@ from resontech_nb.errors import AuthError
 from resontech_nb.job.handle import jobs_home
 from resontech_nb.platform import PlatformServer
 from resontech_nb.platform.loopback import ForwardingProxy
+from resontech_nb.platform.uploads import user_id
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("aws_env")]
 
@@ -41,8 +42,9 @@ def s3_counter(s3):
 
 
 @pytest.fixture
-def platform(s3, tmp_path):
-    server = PlatformServer(tmp_path / "platform", s3_endpoint=s3.endpoint_url, bucket=BUCKET).start()
+def platform(s3_counter, tmp_path):
+    """The platform, reaching S3 through the counting proxy: the upload URLs it presigns point there too."""
+    server = PlatformServer(tmp_path / "platform", s3_endpoint=s3_counter.url, bucket=BUCKET).start()
     server.add_user(EMAIL, PASSWORD)
     yield server
     server.runner.join(timeout=60)
@@ -56,16 +58,15 @@ def shards(tmp_path_factory):
     return make_synthetic_shards(tmp_path_factory.mktemp("shards"), n_clients=3, img_size=8, seed=11)
 
 
-def remote_config(platform: PlatformServer, s3_url: str, password: str = PASSWORD) -> ResonTechConfig:
-    return ResonTechConfig(
-        base_url=platform.url, email=EMAIL, password=password, s3_bucket=BUCKET, s3_endpoint_url=s3_url
-    )
+def remote_config(platform: PlatformServer, password: str = PASSWORD) -> ResonTechConfig:
+    """All a notebook user configures: the platform and the account (no bucket, no S3 keys)."""
+    return ResonTechConfig(base_url=platform.url, email=EMAIL, password=password)
 
 
 def test_submit_through_the_api_matches_the_local_target(platform, s3_counter, shards):
     spec = capture(fl_models.DeltaNet, fl_models.delta_train)
     training = TrainingConfig(img_size=8)
-    config = remote_config(platform, s3_counter.url)
+    config = remote_config(platform)
     local = api.submit(spec, shards, training, FEDERATION, target="local")
     remote = api.submit(spec, shards, training, FEDERATION, target="resontech", config=config)
 
@@ -90,13 +91,14 @@ def test_submit_through_the_api_matches_the_local_target(platform, s3_counter, s
     assert again.upload_report.bytes_uploaded == 0
     assert s3_counter.bytes_by_method["PUT"] == 0
     assert [m for m, _, _ in s3_counter.requests if m in ("PUT", "POST")] == []
+    assert all(f"/users/{user_id(EMAIL)}/sha256/" in path for _, path, _ in s3_counter.requests)
     # attach by id alone (a new kernel) finds the target from the local index
     assert api.attach(again.id, config=config.replace(password="")).id == again.id
     again.abort()
 
 
 def test_submit_without_login_uploads_nothing(platform, s3_counter, shards):
-    config = remote_config(platform, s3_counter.url, password="")
+    config = remote_config(platform, password="")
     with pytest.raises(AuthError, match="%fl_login"):
         api.submit(
             capture(fl_models.DeltaNet, fl_models.delta_train),
@@ -143,10 +145,12 @@ def repo_on_path(monkeypatch) -> None:
 @pytest.mark.usefixtures("repo_on_path")
 def test_fl_submit_target_resontech_in_a_notebook(platform, s3, shards, tmp_path, kernel_name, monkeypatch):
     monkeypatch.setenv("RESONTECH_PASSWORD", PASSWORD)  # what %fl_login would ask for; never in the notebook
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)  # the kernel holds no S3 keys (the platform took its own when it started)
     shard_dir = Path(shards[0]).parent
     cells = [
         "%load_ext resontech_nb",
-        f"%fl_config base_url={platform.url} email={EMAIL} s3_bucket={BUCKET} s3_endpoint_url={s3.endpoint_url}",
+        f"%fl_config base_url={platform.url} email={EMAIL}",
         MODEL_CELL,
         f"%fl_submit --target resontech --shards {shard_dir} --rounds 2 --min-clients 3 --img-size 8 "
         "--job-name nbremote --wait",
@@ -192,7 +196,7 @@ def test_evaluation_through_the_platform_matches_the_local_target(platform, s3, 
     federation = FEDERATION.replace(select_metric="dist_loss", cross_site_eval=True, num_rounds=3)
     local = api.submit(spec, shards, training, federation, target="local")
     remote = api.submit(
-        spec, shards, training, federation, target="resontech", config=remote_config(platform, s3.endpoint_url)
+        spec, shards, training, federation, target="resontech", config=remote_config(platform)
     )
     assert remote.wait(timeout=300) == "FINISHED", remote.error
     assert local.wait(timeout=300) == "FINISHED", local.error
@@ -210,7 +214,7 @@ def test_fedopt_with_a_percentile_filter_through_the_platform(platform, s3, shar
     federation = FEDERATION.replace(algorithm="fedopt", fedopt_momentum=0.5, privacy="percentile:gamma=0.01")
     remote = api.submit(
         spec, shards, TrainingConfig(img_size=8), federation, target="resontech",
-        config=remote_config(platform, s3.endpoint_url),
+        config=remote_config(platform),
     )
     assert remote.wait(timeout=300) == "FINISHED", remote.error
     # Updates clipped to 0.375 a round (see test_algorithms), then SGD with momentum 0.5: 0.375 + 0.5625.

@@ -53,13 +53,18 @@ class ResonTechConfig(Config):
     sftp_key_file: str = setting(DEFAULT_SFTP_KEY, "Legacy SFTP key (deprecated, unused: S3 is used)")
     s3_bucket: str = setting(
         "",
-        "S3 bucket for shards and job files",
+        "S3 bucket (not needed for target resontech: the platform says where, through presigned URLs)",
         ok=lambda v: not v or _BUCKET.fullmatch(v) is not None,
         problem="{value!r} is not a valid S3 bucket name (3-63 lowercase letters, digits, '.' or '-')",
     )
-    s3_endpoint_url: str = setting("", "S3 endpoint URL (any S3-compatible store)", ok=_url, problem=_URL_PROBLEM)
-    s3_region: str = setting("us-east-1", "S3 region")
-    s3_prefix: str = setting("resontech_nb", "Key prefix for uploads in the bucket")
+    s3_endpoint_url: str = setting(
+        "",
+        "S3 endpoint URL (not needed for target resontech: the platform's upload URLs name it)",
+        ok=_url,
+        problem=_URL_PROBLEM,
+    )
+    s3_region: str = setting("us-east-1", "S3 region (for tools holding their own S3 keys)")
+    s3_prefix: str = setting("resontech_nb", "Key prefix in the bucket (for tools holding their own S3 keys)")
     nvflare_startup_kit: str = setting("", "Admin startup kit folder for target nvflare")
     nvflare_username: str = setting("admin@nvidia.com", "Admin user name for target nvflare")
 
@@ -75,7 +80,7 @@ class ResonTechConfig(Config):
 
     def require_platform(self) -> None:
         """Raise ConfigError unless everything the resontech target needs is set."""
-        missing = [n for n in ("base_url", "email", "s3_bucket") if not getattr(self, n)]
+        missing = [n for n in ("base_url", "email") if not getattr(self, n)]
         if missing:
             raise ConfigError(
                 f"the resontech target needs {', '.join(missing)}: set them with "

@@ -17,7 +17,7 @@ from flask import Flask, Response, g, jsonify, request, send_file
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from ..errors import JobNotFoundError
+from ..errors import JobNotFoundError, StorageError
 from ..records.status import QUEUED
 from . import models as m
 from .openapi import openapi_schema
@@ -75,7 +75,7 @@ def create_app(store: Store, runner: JobRunner, throttle: LoginThrottle | None =
         if status == 404:
             return _error(404, f"no such endpoint: {request.method} {request.path} (see /openapi.json)")
         if status == 413:
-            return _error(413, "request body too large: upload files to S3 and send their keys")
+            return _error(413, "request body too large: upload files via POST /api/v1/uploads, send their sha256")
         return _error(status, f"{exc.name}: {exc.description}")
 
     @app.before_request
@@ -131,6 +131,16 @@ def create_app(store: Store, runner: JobRunner, throttle: LoginThrottle | None =
         store.revoke_token(g.token)
         log.info("logout of %s", g.user)
         return Response(status=204)
+
+    def plan_uploads() -> Any:
+        user = _user()
+        body = _parse(m.UploadRequest)
+        try:
+            tickets = runner.objects.plan(user, [(o.sha256, o.size) for o in body.objects])
+        except StorageError as exc:
+            log.error("upload plan for %s failed: %s", user, exc)
+            raise ApiError(503, "the platform cannot reach its object store: tell the platform's host") from None
+        return jsonify(m.UploadPlan(objects=[m.UploadTicket(**t) for t in tickets]).model_dump())
 
     def submit_job() -> Any:
         user = _user()
@@ -196,6 +206,7 @@ def create_app(store: Store, runner: JobRunner, throttle: LoginThrottle | None =
         "health": health,
         "login": login,
         "logout": logout,
+        "planUploads": plan_uploads,
         "submitJob": submit_job,
         "listJobs": list_jobs,
         "getJob": get_job,

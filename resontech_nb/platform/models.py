@@ -17,9 +17,9 @@ from ..records.status import ABORTED, FAILED, FINISHED, QUEUED, RUNNING, SUBMITT
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{8,200}$"
+MAX_OBJECT_BYTES = 5 * 1024**3  # one presigned PUT: S3's single-request limit
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-S3Key = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9!_.*'()/-]{1,1024}$")]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 Status = Literal[QUEUED, SUBMITTED, RUNNING, FINISHED, FAILED, ABORTED]  # type: ignore[valid-type]
@@ -40,19 +40,50 @@ class LoginRequest(_Request):
     password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 
 
+class UploadObject(_Request):
+    """One file the client wants in its own prefix: its sha256 and size."""
+
+    sha256: Sha256
+    size: int = Field(ge=0, le=MAX_OBJECT_BYTES, description="bytes (at most 5 GiB: one presigned PUT)")
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _integral(cls, value: Any) -> Any:
+        """JSON Schema's integer includes 5.0; strict pydantic alone would refuse it."""
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+class UploadRequest(_Request):
+    objects: list[UploadObject] = Field(min_length=1, max_length=512)
+
+
+class UploadTicket(_Response):
+    """Where one object stands: already in the caller's prefix, or how to PUT it there."""
+
+    sha256: str
+    size: int
+    key: str = Field(description="the object's key, under the caller's own prefix")
+    present: bool = Field(description="true: already uploaded with this sha256 and size; nothing to send")
+    url: str | None = Field(description="presigned PUT URL for this key alone (null when present)")
+    headers: dict[str, str] = Field(description="headers the PUT must carry as they are (signed into the URL)")
+    expires_at: float | None = Field(description="when the URL stops working, seconds since the epoch")
+
+
+class UploadPlan(_Response):
+    objects: list[UploadTicket]
+
+
 class JobSpec(_Request):
-    """A job whose ZIP and shards were uploaded to the platform's bucket beforehand."""
+    """A job whose ZIP and shards the caller uploaded beforehand (``POST /api/v1/uploads``), named by sha256."""
 
     name: Name = Field(description="job name: 1-64 letters, digits, '_', '.' or '-'")
-    job_key: S3Key = Field(description="S3 key of the job folder's ZIP")
-    shards: dict[Name, S3Key] = Field(
-        min_length=1, max_length=256, description="site name -> S3 key of that site's shard ZIP"
+    job_sha256: Sha256 = Field(description="sha256 of the job folder's ZIP, uploaded by this account")
+    shards: dict[Name, Sha256] = Field(
+        min_length=1, max_length=256, description="site name -> sha256 of its shard ZIP, uploaded by this account"
     )
     num_rounds: int = Field(ge=1, le=10_000)
     min_clients: int | None = Field(default=None, ge=1, le=256)
     class_name: Annotated[str, StringConstraints(max_length=200)] | None = None
-    job_sha256: Sha256 | None = None
-    shard_sha256: dict[Name, Sha256] | None = Field(default=None, max_length=256)
     training: dict[str, Any] | None = Field(default=None, description="the TrainingConfig fields, for the record")
 
     @field_validator("num_rounds", "min_clients", mode="before")
@@ -115,5 +146,5 @@ class Error(_Response):
     error: str = Field(description="what went wrong and how to fix it")
 
 
-RESPONSE_MODELS: tuple[type[BaseModel], ...] = (Token, JobInfo, JobList, Rounds, Evaluation, Health, Error)
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (LoginRequest, JobSpec)
+RESPONSE_MODELS: tuple[type[BaseModel], ...] = (Token, UploadPlan, JobInfo, JobList, Rounds, Evaluation, Health, Error)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (LoginRequest, UploadRequest, JobSpec)

@@ -62,9 +62,23 @@ OPERATIONS = [
     ),
     Operation(
         "POST",
+        f"{API}/uploads",
+        "planUploads",
+        "For each object (sha256, size): already in the caller's own prefix, or a presigned PUT URL for it",
+        {
+            200: (m.UploadPlan, "one ticket per object, in the order asked"),
+            400: (m.Error, "malformed body"),
+            413: (m.Error, "body too large"),
+            503: (m.Error, "the platform cannot reach its object store (the host's to fix)"),
+            **_AUTH_ERRORS,
+        },
+        body=m.UploadRequest,
+    ),
+    Operation(
+        "POST",
         f"{API}/jobs",
         "submitJob",
-        "Submit a job whose files were uploaded to S3 (QUEUED while the platform is busy)",
+        "Submit a job whose files the caller uploaded (named by sha256; QUEUED while the platform is busy)",
         {
             201: (m.JobInfo, "the new job"),
             200: (m.JobInfo, "the job created earlier with this Idempotency-Key"),

@@ -1,4 +1,4 @@
-"""Runs platform jobs: fetch the job ZIP and shards from S3, then hand the job to NVFlare.
+"""Runs platform jobs: fetch the job ZIP and shards from the owner's prefix in S3, then hand the job to NVFlare.
 
 A job's files go to ``<data>/jobs/<id>/`` (``job.zip``, ``job/``, ``shards/``). By default the NVFlare
 run is a ``LocalTarget`` job under ``<data>/nvflare`` with the same id; its simulator runs in a
@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from ..config.settings import FederationConfig, ResonTechConfig, TrainingConfig
-from ..errors import JobNotFoundError, ResonTechError, StorageError
+from ..errors import JobNotFoundError, ResonTechError
 from ..job.handle import Job, JobState
 from ..records.rounds import RoundRecord
 from ..records.status import ABORTED, FAILED, FINAL_STATES, FINISHED, QUEUED, RUNNING, SUBMITTED
 from ..targets.resontech.storage import S3Storage
 from .sandbox import Sandbox
 from .store import JobRow, Store
+from .uploads import UserObjects
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,15 @@ class JobRunner:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._scheduler: threading.Thread | None = None
+        # The server's S3 client is made now: it takes its keys from the environment the server started with.
+        self._objects: UserObjects | None = UserObjects(S3Storage(s3)) if s3.s3_bucket else None
+
+    @property
+    def objects(self) -> UserObjects:
+        """Each user's objects in the bucket (uploads are planned and jobs' files read through it)."""
+        if self._objects is None:
+            self._objects = UserObjects(S3Storage(self.s3))
+        return self._objects
 
     @property
     def nvflare_home(self) -> Path:
@@ -198,18 +208,17 @@ class JobRunner:
 
         work = self.data_dir / "jobs" / job.id
         work.mkdir(parents=True, exist_ok=True)
-        storage = S3Storage(self.s3)
         request = job.request
-        archive = _verified(storage, "job ZIP", request["job_key"], request.get("job_sha256"), work / "job.zip")
+        objects = self.objects  # only ever under the owner's own prefix
+        archive = objects.download(job.owner, "job ZIP", request["job_sha256"], work / "job.zip")
         job_dir = work / "job"
         if job_dir.exists():
             shutil.rmtree(job_dir)
         _safe_extract(archive, job_dir)
         shards: dict[str, Path] = {}
-        shard_sha256 = request.get("shard_sha256") or {}
-        for site, key in sorted(request["shards"].items()):
+        for site, sha256 in sorted(request["shards"].items()):
             dest = work / "shards" / f"{site}.zip"
-            shards[site] = _verified(storage, f"shard of {site}", key, shard_sha256.get(site), dest)
+            shards[site] = objects.download(job.owner, f"shard of {site}", sha256, dest)
         set_shards(job_dir, shards)
         info = read_job_info(job_dir)
         federation = FederationConfig(
@@ -323,27 +332,6 @@ class JobRunner:
             self.store.update_job(job.id, status=ABORTED, error="aborted by the user")
         self.wake()
         return self.store.job(job.id) or job
-
-
-def _verified(storage: S3Storage, what: str, key: str, sha256: str | None, dest: Path) -> Path:
-    """Download ``key`` and check it against the sha256 it was submitted with (else the one its key names)."""
-    expected = sha256 or _key_digest(key)
-    if expected is None:
-        raise ResonTechError(f"the {what} was submitted without its sha256: submit again with job_sha256/shard_sha256")
-    try:
-        return storage.download(key, dest, sha256=expected)
-    except StorageError as exc:
-        if "checksum mismatch" in str(exc):
-            raise ResonTechError(
-                f"the {what} in S3 is not what was submitted (its sha256 differs: replaced or corrupted after the "
-                "submit): submit the job again"
-            ) from None
-        raise
-
-
-def _key_digest(key: str) -> str | None:
-    tail = key.rsplit("/", 1)[-1]
-    return tail if len(tail) == 64 and all(c in "0123456789abcdef" for c in tail) else None
 
 
 def _safe_extract(archive: Path, dest: Path) -> None:

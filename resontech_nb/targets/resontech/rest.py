@@ -178,6 +178,13 @@ class PlatformClient:
             json.dump(data, f)
         os.replace(tmp, path)
 
+    # -- uploads ----------------------------------------------------------------------
+    def plan_uploads(self, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """For each ``{"sha256", "size"}``: present in this account's prefix, or a presigned PUT URL.
+
+        Safe to retry (it changes nothing on the server)."""
+        return self._call("POST", "/uploads", json={"objects": objects}).json()["objects"]
+
     # -- jobs -------------------------------------------------------------------------
     def submit(self, job_spec: dict[str, Any], idempotency_key: str) -> dict[str, Any]:
         """POST the job; retries with the same key give back the same job."""
@@ -251,6 +258,8 @@ class PlatformClient:
             raise AuthError(f"{self.base_url} refused the session ({message}): run %fl_login")
         if status == 403:
             raise AuthError(f"{self.base_url} does not allow this for {self.email}: {message}")
+        if status == 503:
+            raise PlatformError(f"{self.base_url} is unavailable: {message}")
         if status == 404:
             raise JobNotFoundError(f"{message} on {self.base_url}: check the job id (%fl_status lists jobs)")
         raise PlatformError(f"{self.base_url} answered {status}: {message}")

@@ -1,8 +1,10 @@
-"""The ``resontech`` target: shards and the job folder to S3, then the job to the platform's REST API.
+"""The ``resontech`` target: shards and the job folder to the platform's store, then the job to its REST API.
 
-Uploads are content-addressed (see ``storage.py``), so re-submitting unchanged shards sends no
-shard bytes again. The submit carries an ``Idempotency-Key``, so a retried request never starts
-a second job. Status, rounds, result and abort then go through the REST API.
+Uploads go through URLs the platform presigns (see ``uploads.py``): the notebook holds no S3 keys, and
+each object lands in this account's own prefix, content-addressed, so re-submitting unchanged shards
+sends no shard bytes again. The job names its files by sha256. The submit carries an
+``Idempotency-Key``, so a retried request never starts a second job. Status, rounds, result and
+abort then go through the REST API.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from ...job.handle import Job, JobState, jobs_home
 from ...records.rounds import RoundRecord
 from ..base import BuiltJob, Target
 from .rest import PlatformClient
-from .storage import S3Storage, UploadReport
+from .storage import UploadReport
+from .uploads import PresignedUploader
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +34,14 @@ class ResonTechTarget(Target):
     def client(self) -> PlatformClient:
         return PlatformClient(self.config)
 
-    def storage(self) -> S3Storage:
-        return S3Storage(self.config)
+    def uploader(self, client: PlatformClient | None = None) -> PresignedUploader:
+        return PresignedUploader(client or self.client())
 
     def preflight(self) -> None:
-        """Settings, login and the bucket, checked before anything is built or uploaded."""
+        """Settings and login, checked before anything is built or uploaded."""
         self._ready()
 
-    def _ready(self) -> tuple[PlatformClient, S3Storage]:
+    def _ready(self) -> tuple[PlatformClient, PresignedUploader]:
         self.config.require_platform()
         client = self.client()
         try:
@@ -49,21 +52,17 @@ class ResonTechTarget(Target):
                     f"log in to {self.config.base_url} first: run %fl_login (or set RESONTECH_PASSWORD)"
                 ) from None
             raise
-        storage = self.storage()
-        storage.check_bucket()  # missing bucket or wrong keys: before the first upload
-        return client, storage
+        return client, self.uploader(client)
 
     def submit(self, built: BuiltJob) -> ResonTechJob:
-        client, storage = self._ready()
-        report = storage.upload_files(built.shards)
-        job_report = storage.upload_dir_as_zip(built.job_dir, name="job")
+        client, uploader = self._ready()
+        report = uploader.upload_files(built.shards)
+        job_report = uploader.upload_dir_as_zip(built.job_dir, name="job")
         report.merge(job_report)
         spec = {
             "name": built.federation.job_name,
-            "job_key": job_report.keys["job"],
             "job_sha256": job_report.sha256["job"],
-            "shards": {site: report.keys[site] for site in built.shards},
-            "shard_sha256": {site: report.sha256[site] for site in built.shards},
+            "shards": {site: report.sha256[site] for site in built.shards},
             "num_rounds": built.federation.num_rounds,
             "min_clients": built.federation.min_clients,
             "class_name": built.class_name,
@@ -71,7 +70,7 @@ class ResonTechTarget(Target):
         }
         info = client.submit(spec, idempotency_key=idempotency_key(spec))
         log.info(
-            "submitted %s to %s (uploaded %d bytes, %d bytes already in S3)",
+            "submitted %s to %s (uploaded %d bytes, %d bytes already on the platform)",
             info["id"],
             self.config.base_url,
             report.bytes_uploaded,
@@ -89,7 +88,7 @@ class ResonTechTarget(Target):
 
 def idempotency_key(spec: dict[str, Any]) -> str:
     """One key per submit call: the job's content plus a fresh uuid (two calls make two jobs)."""
-    content = json.dumps([spec["job_sha256"], sorted(spec["shard_sha256"].items())])
+    content = json.dumps([spec["job_sha256"], sorted(spec["shards"].items())])
     digest = hashlib.sha256(content.encode("utf-8")).hexdigest()[:32]
     return f"rt-{digest}-{uuid.uuid4().hex}"
 
