@@ -69,7 +69,7 @@ def main(repeat: int = 10) -> None:
                 "parameters": spec.param_count,
                 "capture_with_preflight": timed(lambda c=cls: capture(c, input_shape=(1, 3, 64, 64)), repeat),
                 "build_job": timed(
-                    lambda s=spec: build_job(s, shards, federation=FederationConfig(job_name="bench"),
+                    lambda s=spec: build_job(s, shards, TrainingConfig(img_size=64), FederationConfig(job_name="bench"),
                                              out=tmp_path / "job"),
                     repeat,
                 ),

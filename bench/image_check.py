@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from resontech_nb.data.shards import check_images, make_shard
+from resontech_nb.data.making import make_shard  # noqa: E402
+from resontech_nb.data.shards import check_images
 from resontech_nb.data.synthetic import synthetic_image
 from resontech_nb.jobcode import rt_manifest
 
