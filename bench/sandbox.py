@@ -26,7 +26,7 @@ from types import SimpleNamespace
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from resontech_nb.building import builder as jobbuilder  # noqa: E402
+from resontech_nb.building import builder  # noqa: E402
 from resontech_nb.config.settings import FederationConfig, TrainingConfig  # noqa: E402
 from resontech_nb.data.shards import validate_shards  # noqa: E402
 from resontech_nb.data.synthetic import make_synthetic_shards  # noqa: E402
@@ -78,8 +78,8 @@ def run_job(rounds: int, shards: dict, tmp: Path, name: str, sandbox: Sandbox | 
     training = TrainingConfig(img_size=8)
     federation = FederationConfig(num_rounds=rounds, min_clients=2, wait_time_after_min_received=0, job_name=name)
     shard_set = validate_shards(shards, training)
-    spec = SimpleNamespace(source=MODEL, class_name="Net")
-    job_dir = jobbuilder.build_job(spec, shard_set, training, federation, out=tmp / f"{name}-job")
+    spec = SimpleNamespace(source=MODEL, class_name="Net", has_train_fn=True, input_shape=None)
+    job_dir = builder.build_job(spec, shard_set, training, federation, out=tmp / f"{name}-job")
     built = BuiltJob(job_dir, dict(shard_set.shards), training, federation, "Net")
     launcher = sandbox.launcher(readable=[tmp / "shards"]) if sandbox is not None else None
     job = LocalTarget(home=tmp / "home", launcher=launcher).submit(built)
