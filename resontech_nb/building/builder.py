@@ -57,6 +57,7 @@ JOBCODE_FILES = (
     "rt_zip.py",
     "rt_https.py",
     "rt_dataset.py",
+    "rt_samplecache.py",
     "rt_default_train.py",
     "rt_algorithms.py",
     "rt_tensors.py",
