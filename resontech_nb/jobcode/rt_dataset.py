@@ -110,15 +110,15 @@ class ManifestDataset(Dataset):
         return self.root_dir / sample.relative_path
 
     def decode(self, path: Path) -> np.ndarray:
-        """The image at ``path`` in this data set's channels and size: uint8, height x width x channels."""
+        """The image at ``path`` in this data set's channels and size: uint8, channels x height x width."""
         with Image.open(path) as img:
             img = img.convert(CHANNEL_MODES[self.channels])
             if img.size != (self.img_size, self.img_size):
                 img = img.resize((self.img_size, self.img_size), Image.BILINEAR)
             array = np.asarray(img, dtype=np.uint8)
         if array.ndim == 2:
-            array = array[:, :, None]
-        return array
+            return array[None].copy()
+        return np.ascontiguousarray(array.transpose(2, 0, 1))
 
     def load_image(self, path: Path) -> torch.Tensor:
         """The image at ``path`` as a normalized CHW float tensor."""
@@ -170,8 +170,7 @@ def collate(batch: Batch | list) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def to_tensors(pixels: np.ndarray) -> torch.Tensor:
-    """uint8 N x H x W x C pixels to float N x C x H x W in [-1, 1]: (x / 255 - 0.5) / 0.5."""
+    """uint8 N x C x H x W pixels to float N x C x H x W in [-1, 1]: (x / 255 - 0.5) / 0.5."""
     if not (pixels.flags.writeable and pixels.flags.c_contiguous):  # a kept sample: torch wants its own
         pixels = np.array(pixels)
-    tensor = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(torch.float32)
-    return tensor.contiguous().div_(127.5).sub_(1.0)
+    return torch.from_numpy(pixels).to(torch.float32).div_(127.5).sub_(1.0)

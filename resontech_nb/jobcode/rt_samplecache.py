@@ -32,7 +32,7 @@ _LOCK = threading.Lock()
 
 
 class SampleStore:
-    """Decoded samples of one shape (``img_size`` x ``img_size`` x ``channels``, uint8), keyed by the sample's uri.
+    """Decoded samples of one shape (``channels`` x ``img_size`` x ``img_size``, uint8), keyed by the sample's uri.
 
     The first ``budget_bytes`` worth live in memory; the rest are written to an unlinked file in ``spill_dir``
     and read back through one read-only memory map (remapped only when the file has grown since).
@@ -127,7 +127,7 @@ def store_for(
     with _LOCK:
         store = _STORES.get(key)
         if store is None:
-            store = SampleStore((int(img_size), int(img_size), int(channels)), int(cache_mb * 2**20), spill_dir)
+            store = SampleStore((int(channels), int(img_size), int(img_size)), int(cache_mb * 2**20), spill_dir)
             _STORES[key] = store
         return store
 
