@@ -203,8 +203,10 @@ def main(argv: list[str] | None = None) -> dict:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"{args.rounds} rounds x {args.epochs} epochs, {args.images} PNGs of {args.source_size} px, median of "
-          f"{args.repeats}, load {result['load_average'][0]:.1f}")
+    print(
+        f"{args.rounds} rounds x {args.epochs} epochs, {args.images} PNGs of {args.source_size} px, median of "
+        f"{args.repeats}, load {result['load_average'][0]:.1f}"
+    )
     print(f"{'img_size':>8} {'cached img/s':>13} {'uncached img/s':>15} {'folder img/s':>13} {'cached/folder':>14}")
     for row in rows:
         r = row["images_per_s"]

@@ -63,6 +63,7 @@ JOBCODE_FILES = (
     "rt_tensors.py",
     "rt_arrays.py",
     "rt_pieces.py",
+    "rt_shm.py",
     "rt_wire.py",
     "rt_fedopt.py",
     "rt_aggregator.py",
