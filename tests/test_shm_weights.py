@@ -8,6 +8,7 @@ its simulator is killed.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import time
@@ -53,6 +54,22 @@ def test_an_array_comes_back_as_it_went_a_read_only_view_of_an_unlinked_file(tmp
     assert not rt_shm.is_reference(b"\x93NUMPY") and not rt_shm.is_reference(None)
     with pytest.raises(FileNotFoundError):
         rt_shm.take(reference, str(tmp_path))  # taken once
+
+
+def test_a_broadcast_array_is_written_once_and_its_file_goes_with_it(tmp_path):
+    weights = rt_arrays.mark({"w": np.arange(1000, dtype=np.float32)})["w"]  # as in every site's copy of a task
+    first, second = (rt_shm.put(weights, str(tmp_path), reuse=True) for _ in range(2))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 3 and sum(n.endswith(".sent") for n in names) == 1  # two messages' names and the kept one
+    assert len({os.stat(tmp_path / n).st_ino for n in names}) == 1  # one file: written once
+    for reference in (first, second):
+        back = rt_shm.take(reference, str(tmp_path))
+        assert np.array_equal(back, weights) and not back.flags.writeable
+        del back
+    assert [p.name for p in tmp_path.iterdir()] == [n for n in names if n.endswith(".sent")]
+    del weights
+    gc.collect()
+    assert list(tmp_path.iterdir()) == []  # the kept name goes with the array
 
 
 def test_folders_of_dead_simulators_are_swept_and_live_ones_kept(tmp_path):

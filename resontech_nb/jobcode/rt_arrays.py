@@ -192,7 +192,7 @@ class WireArrayDecomposer(NumpyArrayDecomposer):
                 if not self._told:
                     self._told = True
                     self.logger.info(f"arrays through shared memory in {shared}")
-                return {EncKey.TYPE: EncType.NATIVE, EncKey.DATA: rt_shm.put(np.asarray(target), shared)}
+                return {EncKey.TYPE: EncType.NATIVE, EncKey.DATA: rt_shm.put(target, shared, reuse=True)}
         return super().decompose(target, manager)
 
     def native_decompose(self, target: np.ndarray, manager: DatumManager = None) -> bytes:

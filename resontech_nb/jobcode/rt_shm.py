@@ -25,7 +25,9 @@ import json
 import mmap
 import os
 import shutil
+import threading
 import uuid
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,8 @@ SHM_ROOT = "/dev/shm"
 DIR_PREFIX = "resontech-weights-"
 MAGIC = b"RTSHM1\n"
 _counter = itertools.count()
+_sent: dict[int, tuple[weakref.ref, str]] = {}  # id(array) -> (the array, the file kept while it lives)
+_sent_lock = threading.Lock()
 
 
 def directory() -> str | None:
@@ -43,15 +47,29 @@ def directory() -> str | None:
     return path if path and os.path.isdir(path) else None
 
 
-def put(array: np.ndarray, folder: str) -> bytes:
-    """Writes ``array``'s bytes to a new file in ``folder``; returns what the message carries instead."""
-    if not array.flags.c_contiguous:
-        array = np.array(array, order="C")
+def put(array: np.ndarray, folder: str, reuse: bool = False) -> bytes:
+    """Writes ``array``'s bytes to a new file in ``folder``; returns what the message carries instead.
+
+    With ``reuse`` the array is one that cannot change while it lives (a marked, read-only ``rt_arrays.WireArray``,
+    the same object in every site's copy of a broadcast task): its first file is kept, under a second name, for as
+    long as the array lives, and each later message gets a hard link to it instead of a copy of its bytes.
+    """
     name = f"{os.getpid()}-{next(_counter)}-{uuid.uuid4().hex[:8]}"
     path = os.path.join(folder, name)
+    header = MAGIC + json.dumps({"name": name, "dtype": array.dtype.str, "shape": list(array.shape)}).encode()
+    if reuse:
+        with _sent_lock:
+            entry = _sent.get(id(array))
+            if entry is not None and entry[0]() is array:
+                try:
+                    os.link(entry[1], path)
+                    return header
+                except OSError:  # the folder is gone or full: write it again
+                    pass
+    contiguous = array if array.flags.c_contiguous else np.array(array, order="C")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        view = memoryview(array.reshape(-1).view(np.uint8))
+        view = memoryview(contiguous.reshape(-1).view(np.uint8))
         written = 0
         while written < len(view):
             written += os.write(fd, view[written : written + (1 << 30)])
@@ -60,8 +78,27 @@ def put(array: np.ndarray, folder: str) -> bytes:
         raise
     finally:
         os.close(fd)
-    header = {"name": name, "dtype": array.dtype.str, "shape": list(array.shape)}
-    return MAGIC + json.dumps(header).encode()
+    if reuse:
+        kept = path + ".sent"
+        try:
+            os.link(path, kept)
+        except OSError:
+            return header
+        with _sent_lock:
+            _sent[id(array)] = (weakref.ref(array), kept)
+        weakref.finalize(array, _forget, id(array), kept)
+    return header
+
+
+def _forget(key: int, kept: str) -> None:
+    with _sent_lock:
+        entry = _sent.get(key)
+        if entry is not None and entry[1] == kept:
+            del _sent[key]
+    try:
+        os.unlink(kept)
+    except OSError:
+        pass
 
 
 def is_reference(data: object) -> bool:
