@@ -56,20 +56,22 @@ def test_an_array_comes_back_as_it_went_a_read_only_view_of_an_unlinked_file(tmp
         rt_shm.take(reference, str(tmp_path))  # taken once
 
 
-def test_a_broadcast_array_is_written_once_and_its_file_goes_with_it(tmp_path):
+def test_a_broadcast_array_is_written_once_while_its_first_file_waits(tmp_path):
     weights = rt_arrays.mark({"w": np.arange(1000, dtype=np.float32)})["w"]  # as in every site's copy of a task
     first, second = (rt_shm.put(weights, str(tmp_path), reuse=True) for _ in range(2))
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert len(names) == 3 and sum(n.endswith(".sent") for n in names) == 1  # two messages' names and the kept one
-    assert len({os.stat(tmp_path / n).st_ino for n in names}) == 1  # one file: written once
+    assert len(names) == 2 and len({os.stat(tmp_path / n).st_ino for n in names}) == 1  # one file, two names
     for reference in (first, second):
         back = rt_shm.take(reference, str(tmp_path))
         assert np.array_equal(back, weights) and not back.flags.writeable
-        del back
-    assert [p.name for p in tmp_path.iterdir()] == [n for n in names if n.endswith(".sent")]
+    assert list(tmp_path.iterdir()) == []  # nothing kept
+    third = rt_shm.put(weights, str(tmp_path), reuse=True)  # the first file was taken: written again
+    assert np.array_equal(rt_shm.take(third, str(tmp_path)), weights)
+    other = rt_shm.put(rt_arrays.mark({"w": np.zeros(1000, np.float32)})["w"], str(tmp_path), reuse=True)
+    assert not np.array_equal(rt_shm.take(other, str(tmp_path)), weights)
     del weights
     gc.collect()
-    assert list(tmp_path.iterdir()) == []  # the kept name goes with the array
+    assert rt_shm._sent == {}  # forgotten with the arrays
 
 
 def test_folders_of_dead_simulators_are_swept_and_live_ones_kept(tmp_path):

@@ -37,7 +37,7 @@ SHM_ROOT = "/dev/shm"
 DIR_PREFIX = "resontech-weights-"
 MAGIC = b"RTSHM1\n"
 _counter = itertools.count()
-_sent: dict[int, tuple[weakref.ref, str]] = {}  # id(array) -> (the array, the file kept while it lives)
+_sent: dict[int, tuple[weakref.ref, str]] = {}  # id(array) -> (the array, the file its first message got)
 _sent_lock = threading.Lock()
 
 
@@ -51,8 +51,10 @@ def put(array: np.ndarray, folder: str, reuse: bool = False) -> bytes:
     """Writes ``array``'s bytes to a new file in ``folder``; returns what the message carries instead.
 
     With ``reuse`` the array is one that cannot change while it lives (a marked, read-only ``rt_arrays.WireArray``,
-    the same object in every site's copy of a broadcast task): its first file is kept, under a second name, for as
-    long as the array lives, and each later message gets a hard link to it instead of a copy of its bytes.
+    the same object in every site's copy of a broadcast task): a later message gets a hard link to the file of the
+    first instead of a copy of its bytes, while that file is still there (its receiver has not taken it yet: the
+    sites of a broadcast ask for their task at about the same time); else the bytes are written again. Nothing
+    is kept for that: each file goes when its receiver has taken it.
     """
     name = f"{os.getpid()}-{next(_counter)}-{uuid.uuid4().hex[:8]}"
     path = os.path.join(folder, name)
@@ -64,7 +66,7 @@ def put(array: np.ndarray, folder: str, reuse: bool = False) -> bytes:
                 try:
                     os.link(entry[1], path)
                     return header
-                except OSError:  # the folder is gone or full: write it again
+                except OSError:  # taken already (or the folder is gone): write it again
                     pass
     contiguous = array if array.flags.c_contiguous else np.array(array, order="C")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -79,26 +81,17 @@ def put(array: np.ndarray, folder: str, reuse: bool = False) -> bytes:
     finally:
         os.close(fd)
     if reuse:
-        kept = path + ".sent"
-        try:
-            os.link(path, kept)
-        except OSError:
-            return header
         with _sent_lock:
-            _sent[id(array)] = (weakref.ref(array), kept)
-        weakref.finalize(array, _forget, id(array), kept)
+            _sent[id(array)] = (weakref.ref(array), path)
+        weakref.finalize(array, _forget, id(array), path)
     return header
 
 
-def _forget(key: int, kept: str) -> None:
+def _forget(key: int, path: str) -> None:
     with _sent_lock:
         entry = _sent.get(key)
-        if entry is not None and entry[1] == kept:
+        if entry is not None and entry[1] == path:
             del _sent[key]
-    try:
-        os.unlink(kept)
-    except OSError:
-        pass
 
 
 def is_reference(data: object) -> bool:
