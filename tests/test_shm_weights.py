@@ -3,7 +3,7 @@
 The arrays past the inline ones go between the server and the sites as files under /dev/shm instead of NVFlare's
 download; nothing else may change: the same global weights, bit for bit, and the same records as with NVFlare's
 transport (``RESONTECH_SHM_WEIGHTS=0``). No folder is left under /dev/shm after a job, also when it is aborted or
-its simulator is killed.
+its simulator is killed, and no process of the job is left either.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch.nn as nn
 from resontech_nb import FederationConfig, TrainingConfig, capture, make_synthetic_shards, submit
 from resontech_nb.jobcode import rt_arrays, rt_shm
 from resontech_nb.targets.local import simulator
+from resontech_nb.targets.processes import processes_using
 
 
 class WideNet(nn.Module):
@@ -156,3 +157,4 @@ def test_no_folder_is_left_after_an_abort_or_a_killed_simulator(tmp_path, monkey
         os.kill(job.pid, signal.SIGKILL)  # no finally runs: the target cleans up when it sees the end
         assert job.wait(timeout=120) == "FAILED"
     assert not folder.exists() and rt_shm.dirs_of(job.pid) == []
+    assert processes_using(job.workspace) == []  # nor its server or sites, which outlive a killed simulator

@@ -181,6 +181,8 @@ class LocalJob(Job):
             # After the server's end the simulator only winds down (fixed waits of 3-5 s in NVFlare, and 2 s
             # more to take a SIGTERM): the results are all written, so the job ends now.
             self._stop_processes(state, grace=0.2 if server.get("ended") else 10.0)
+        else:  # the simulator died (killed from outside, crashed): its server and sites may still be running
+            stop_all(processes_using(self.workspace), grace=2.0)
         for folder in rt_shm.dirs_of(state["pid"]):  # a simulator that died on its own left its folder
             rt_shm.remove_dir(folder)
         final = self._final_state(server)
