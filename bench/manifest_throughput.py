@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from resontech_nb.data.shards import IMAGE_EXTENSIONS, make_shard_from_folder
+from resontech_nb.data.making import IMAGE_EXTENSIONS, make_shard_from_folder
 from resontech_nb.data.synthetic import synthetic_image
 from resontech_nb.jobcode import rt_dataset, rt_manifest, rt_zip
 

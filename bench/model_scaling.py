@@ -8,6 +8,9 @@ shared with other processes, e.g. torch's libraries or a forked worker's parent'
 The yardstick: one ``torch.save`` + ``torch.load`` of the model's state_dict.
 
     .venv/bin/python bench/model_scaling.py [--sizes 1,11,45,100] [--sites 2,4,8,16] [--smoke] [--out FILE]
+
+``--nvflare-transport-too`` adds our job with its weights through NVFlare's transport (``RESONTECH_SHM_WEIGHTS=0``)
+beside the local target's default (shared memory), run in turn with it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ import bench_models  # noqa: E402
 from sim import round_durations, simulator_command, simulator_env  # noqa: E402
 
 from resontech_nb import FederationConfig, TrainingConfig, build_job, capture, make_synthetic_shards  # noqa: E402
+from resontech_nb.targets.local.simulator import SHM_ENV  # noqa: E402
+
+NO_SHM = "resontech_nb_nvflare_transport"  # our job, weights through NVFlare's transport instead of shared memory
 
 
 def pss_bytes(pid: int) -> int:
@@ -48,12 +54,16 @@ def pss_bytes(pid: int) -> int:
     return 0
 
 
-def run_simulator(job_dir: Path, workspace: Path, sites: int) -> tuple[float, dict[str, int]]:
+def run_simulator(
+    job_dir: Path, workspace: Path, sites: int, env: dict[str, str] | None = None
+) -> tuple[float, dict[str, int]]:
     """Wall time of a whole simulator run, and the peak RSS (and PSS) of the server and of the largest site."""
     command = simulator_command(job_dir, workspace, sites)
     peaks = {"server": 0, "site": 0, "site_pss": 0}
     started = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=simulator_env(sites))
+    environment = {**simulator_env(sites), **(env or {})}
+    output = open(Path(workspace).parent / f"{Path(workspace).name}.out", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=environment)
     done = threading.Event()
 
     def sample() -> None:
@@ -79,8 +89,10 @@ def run_simulator(job_dir: Path, workspace: Path, sites: int) -> tuple[float, di
     elapsed = time.perf_counter() - started
     done.set()
     sampler.join()
+    output.close()
     if rc != 0:
-        raise RuntimeError(f"simulator failed ({rc}) for {job_dir}")
+        tail = Path(output.name).read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"simulator failed ({rc}) for {job_dir}; the end of its output:\n{tail}")
     return elapsed, peaks
 
 
@@ -134,12 +146,13 @@ def per_round(
     for name in jobs:
         times, peaks = {}, []
         for rounds in (hi,) if lo is None else (lo, hi):
-            if name == "resontech_nb":
+            if name in ("resontech_nb", NO_SHM):
                 job = our_job(tmp, shards, rounds, tag, net)
             else:
                 job = hand_job(tmp, sites, rounds, tag, net)
             workspace = tmp / f"ws-{name}-{tag}-{rounds}"
-            times[rounds], peak = run_simulator(job, workspace, sites)
+            env = {SHM_ENV: "0"} if name == NO_SHM else None
+            times[rounds], peak = run_simulator(job, workspace, sites, env)
             peaks.append(peak)
         gaps = round_durations(workspace)  # of the longer run: NVFlare's 1 s start-up steps cancel
         out[name] = {
@@ -161,12 +174,17 @@ def main() -> None:
     parser.add_argument("--hi", type=int, default=4)
     parser.add_argument("--download-chunk-mb", type=float, default=None, help="our job's piece size (default: ours)")
     parser.add_argument("--ours-only", action="store_true", help="leave out the hand-written job")
+    parser.add_argument(
+        "--nvflare-transport-too", action="store_true", help="also our job with RESONTECH_SHM_WEIGHTS=0"
+    )
     parser.add_argument("--smoke", action="store_true", help="1 M parameters, 2 sites, for CI")
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results/model_scaling.json")
     args = parser.parse_args()
     global CHUNK_MB
     CHUNK_MB = args.download_chunk_mb
     jobs = ("resontech_nb",) if args.ours_only else BOTH
+    if args.nvflare_transport_too:
+        jobs = (*jobs, NO_SHM)
     if args.out is None and not args.smoke:
         args.out = HERE / "results" / "model_scaling.json"
     sizes = [1] if args.smoke else [int(s) for s in args.sizes.split(",")]
@@ -186,6 +204,10 @@ def main() -> None:
             row = per_round(tmp_path, 2, lo, hi, f"m{millions}", net, jobs)
             row.update(params=params, model_mb=round(params * 4 / 1e6, 1), save_load_s=round(save_load_s(model), 3))
             row["ours_per_round_over_save_load"] = round(row["resontech_nb"]["per_round_s"] / row["save_load_s"], 1)
+            if NO_SHM in row:
+                row["nvflare_transport_per_round_over_save_load"] = round(
+                    row[NO_SHM]["per_round_s"] / row["save_load_s"], 1
+                )
             ours = row["resontech_nb"]
             row["ours_site_peak_over_model"] = round(ours["peak_rss_site_mb"] / row["model_mb"], 2)
             row["ours_site_peak_above_tiny_over_model"] = round(

@@ -18,7 +18,7 @@ def test_defaults_match_the_integration_guide(clean_env):
     rt = ResonTechConfig.load()
     assert (rt.base_url, rt.email, rt.password, rt.sftp_key_file) == ("", "", "", "~/.ssh/id_ed25519")
     training = TrainingConfig.load()
-    beyond_the_guide = {"val_fraction": 0.2, "seed": 0}
+    beyond_the_guide = {"val_fraction": 0.2, "seed": 0, "cache_mb": 512}
     assert training.to_dict() == beyond_the_guide | {
         "num_classes": 0,
         "local_epochs": 2,

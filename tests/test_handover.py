@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from resontech_nb import FederationConfig, TrainingConfig, capture, make_synthetic_shards, submit
 from resontech_nb.jobcode import rt_arrays
-from resontech_nb.targets.local import handover
+from resontech_nb.targets.local import handover, simulator
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +31,7 @@ class WideNet(nn.Module):
 
 def run(shards, monkeypatch, handover_on: bool):
     monkeypatch.setenv(handover.ENV, "1" if handover_on else "0")
+    monkeypatch.setenv(simulator.SHM_ENV, "0")  # the raw download, not shared memory (tests/test_shm_weights.py)
     torch.manual_seed(0)
     job = submit(
         capture(WideNet),

@@ -21,6 +21,8 @@ it refuses the message with "Decomposer ... must be registered" rather than misr
 are not plain numbers (object arrays) are left unmarked and take NVFlare's own way. The same component
 starts ``rt_pieces`` at the start of the run, so that each piece served or received frees what NVFlare's
 transport kept of the earlier ones.
+On the local target (``rt_shm.SHM_DIR_ENV`` set) the arrays past the inline ones go through shared memory
+instead of the download: inside the message travels only the name of a file under ``/dev/shm`` (``rt_shm``).
 Shipped in the job's ``custom/`` folder.
 """
 
@@ -43,9 +45,10 @@ from nvflare.fuel.utils.fobs.datum import DatumManager
 from nvflare.fuel.utils.fobs.decomposers.via_downloader import EncKey, EncType
 
 if __package__:  # imported from the package on the notebook side (tests)
-    from . import rt_pieces
+    from . import rt_pieces, rt_shm
 else:
     import rt_pieces
+    import rt_shm
 
 RAW_DOWNLOAD_DOT = 101  # NVFlare's own DOTs are 1-6 (nvflare.fuel.utils.fobs.dots)
 RAW_KINDS = frozenset("biufc")  # bool, signed and unsigned integers, floats, complex
@@ -134,6 +137,8 @@ class RawArrayConsumer(ItemConsumer):
 class WireArrayDecomposer(NumpyArrayDecomposer):
     """NVFlare's numpy decomposer (same settings, ``np_`` prefix) for marked arrays, with the raw items."""
 
+    _told = False  # whether this process has logged that arrays go through shared memory
+
     def supported_type(self) -> type:
         return WireArray
 
@@ -182,10 +187,21 @@ class WireArrayDecomposer(NumpyArrayDecomposer):
             if inline <= INLINE_BYTES:
                 fobs_ctx[_INLINE_KEY] = inline
                 return {EncKey.TYPE: EncType.NATIVE, EncKey.DATA: self.native_decompose(target, manager)}
+            shared = rt_shm.directory()
+            if shared and fobs_ctx.get(fobs.FOBSContextKey.CELL):  # a message between this machine's processes
+                if not self._told:
+                    self._told = True
+                    self.logger.info(f"arrays through shared memory in {shared}")
+                return {EncKey.TYPE: EncType.NATIVE, EncKey.DATA: rt_shm.put(target, shared, reuse=True)}
         return super().decompose(target, manager)
 
     def native_decompose(self, target: np.ndarray, manager: DatumManager = None) -> bytes:
         return super().native_decompose(np.asarray(target), manager)  # in the message itself: NVFlare's np.save
+
+    def native_recompose(self, data: bytes, manager: DatumManager = None) -> np.ndarray:
+        if rt_shm.is_reference(data):
+            return rt_shm.take(data)
+        return super().native_recompose(data, manager)
 
 
 def register() -> None:

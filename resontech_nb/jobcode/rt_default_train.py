@@ -20,6 +20,7 @@ from typing import Any
 
 import rt_dataset
 import rt_manifest
+import rt_samplecache
 import rt_tensors
 import torch
 from torch import nn
@@ -37,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "val_fraction": 0.2,
     "in_channels": 0,
     "seed": 0,
+    "cache_mb": rt_samplecache.DEFAULT_CACHE_MB,
 }
 VALIDATION_SPLITS = rt_manifest.VALIDATION_SPLITS
 TEST_SPLITS = rt_manifest.TEST_SPLITS
@@ -135,6 +137,7 @@ class _ShardData:
         self.data_path = data_path
         self.round = int(payload.get("round") or 0)
         self.site = str(payload.get("site_name") or "site")
+        self.work_dir = payload.get("work_dir") or None  # the site's workspace: where the sample cache spills
         self.batch_size = int(hp["batch_size"])
         self.device = _device(payload.get("device"))
         manifest = hp["manifest_file"] or rt_manifest.MANIFEST_FILE
@@ -171,6 +174,9 @@ class _ShardData:
             return rt_dataset.image_channels(image.mode)
 
     def loader(self, rows: list[rt_manifest.Sample], shuffle: bool) -> DataLoader:
+        img_size = int(self.hp["img_size"])
+        cache_mb = float(self.hp.get("cache_mb") or 0)
+        store = rt_samplecache.store_for(self.data_path, img_size, self.channels, cache_mb, self.work_dir)
         dataset = rt_dataset.ManifestDataset(
             self.data_path,
             rows,
@@ -178,6 +184,7 @@ class _ShardData:
             int(self.hp["img_size"]),
             self.multi_label,
             channels=self.channels,
+            store=store,
         )
         generator = torch.Generator()
         generator.manual_seed(self.seed)
@@ -187,6 +194,7 @@ class _ShardData:
             shuffle=shuffle,
             generator=generator if shuffle else None,
             num_workers=0,
+            collate_fn=rt_dataset.collate,
             pin_memory=self.device.type == "cuda",
         )
 

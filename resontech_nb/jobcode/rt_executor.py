@@ -173,6 +173,7 @@ class RTTrainExecutor(Executor):
             "site_name": site,
             "hyperparams": dict(self.hyperparams),
             "device": self._device(),
+            "work_dir": fl_ctx.get_engine().get_workspace().get_run_dir(fl_ctx.get_job_id()),
         }
 
     def _evaluate(self, weights: dict[str, torch.Tensor], payload: dict[str, Any]) -> tuple[dict, int] | None:

@@ -19,6 +19,11 @@ default ``task_request_interval``).
 On top of that, the server holds a site's request for a task until there is one, and its loops wake when an
 answer arrives (``handover``): a round waits for no poll at all.
 
+All of a job's processes share this machine, so the weights go between them through shared memory
+(``jobcode/rt_shm``): this process makes the job's folder under ``/dev/shm``, names it in the environment that
+the server and the sites inherit, and removes it when it ends (the local target removes it as well when the
+job ends, is aborted or this process died). ``RESONTECH_SHM_WEIGHTS=0`` keeps NVFlare's transport.
+
 The runner starts a site's worker only once its server app is up, and each worker then spends more than a
 second importing torch and NVFlare before it can connect, as the runner's process did before it. So this
 process imports them once, before NVFlare forks the runner's process from it, and the runner's process
@@ -41,6 +46,7 @@ import threading
 import types
 from pathlib import Path
 
+from ...jobcode import rt_shm
 from . import handover
 from .polls import shorten_polls
 from .site_fork import ForkedSite, SiteZygote
@@ -52,6 +58,12 @@ POOL_SITES = 64  # 64 sites at once (4-parameter model): 5.2 GB PSS in all, 3.2 
 SITES_AT_ONCE_ENV = "RESONTECH_SITES_AT_ONCE"
 NVFLARE_SITE_WORKER = "nvflare.private.fed.app.simulator.simulator_worker"
 SITE_WORKER = "resontech_nb.targets.local.site_worker"
+SHM_ENV = "RESONTECH_SHM_WEIGHTS"
+
+
+def shared_weights(environ: dict[str, str] | None = None) -> bool:
+    """Whether weights go through shared memory (on unless ``RESONTECH_SHM_WEIGHTS=0``)."""
+    return (environ if environ is not None else os.environ).get(SHM_ENV, "1").strip() not in ("0", "false", "no", "off")
 
 
 class SiteWorkers(types.ModuleType):
@@ -167,13 +179,23 @@ def main(argv: list[str] | None = None) -> int:
     # 4.5 GB PSS in all instead of 6.7 GB, at the same speed).
     gc.collect()
     gc.freeze()
-    workers = SiteWorkers()
-    simulator_runner.subprocess = workers
-    sites = [name for name in (args.clients or "").split(",") if name]
-    if sites:  # each client thread runs one site's worker at a time; fewer threads: sites take turns
-        threads = min(len(sites), args.threads or 1)
-        fork_sites_ahead(simulator_runner.SimulatorRunner, workers, threads, zygote=threads < len(sites))
-    return simulator.run_simulator(args)
+    owner = os.getpid()
+    shared = rt_shm.make_dir(owner) if shared_weights() else None
+    if shared:
+        os.environ[rt_shm.SHM_DIR_ENV] = shared  # read by rt_arrays in the server and the sites, forked from here
+    else:
+        os.environ.pop(rt_shm.SHM_DIR_ENV, None)
+    try:
+        workers = SiteWorkers()
+        simulator_runner.subprocess = workers
+        sites = [name for name in (args.clients or "").split(",") if name]
+        if sites:  # each client thread runs one site's worker at a time; fewer threads: sites take turns
+            threads = min(len(sites), args.threads or 1)
+            fork_sites_ahead(simulator_runner.SimulatorRunner, workers, threads, zygote=threads < len(sites))
+        return simulator.run_simulator(args)
+    finally:
+        if os.getpid() == owner:  # not in a forked child that came back this way
+            rt_shm.remove_dir(shared)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import psutil
 
 from ...errors import JobNotFoundError, SubmitError
 from ...job.handle import Job, JobState, jobs_home
-from ...jobcode import rt_files
+from ...jobcode import rt_files, rt_shm
 from ...records.rounds import RoundRecord, parse_lines
 from ...records.status import ABORTED, FAILED, FINISHED, RUNNING
 from ..base import BuiltJob, Target
@@ -86,6 +86,7 @@ class LocalTarget(Target):
 
     def submit(self, built: BuiltJob, job_id: str | None = None) -> LocalJob:
         job_id = job_id or new_job_id(built.federation.job_name)
+        rt_shm.sweep()  # shared-memory weights of simulators that died with no one watching
         state_dir = self.job_dir(job_id)
         state_dir.mkdir(parents=True)
         job_folder = state_dir / "job"
@@ -180,6 +181,10 @@ class LocalJob(Job):
             # After the server's end the simulator only winds down (fixed waits of 3-5 s in NVFlare, and 2 s
             # more to take a SIGTERM): the results are all written, so the job ends now.
             self._stop_processes(state, grace=0.2 if server.get("ended") else 10.0)
+        else:  # the simulator died (killed from outside, crashed): its server and sites may still be running
+            stop_all(processes_using(self.workspace), grace=2.0)
+        for folder in rt_shm.dirs_of(state["pid"]):  # a simulator that died on its own left its folder
+            rt_shm.remove_dir(folder)
         final = self._final_state(server)
         state.update(status=final.status, error=final.error, note=final.note, ended_at=time.time())
         _write_state(self.state_dir, state)
@@ -235,6 +240,8 @@ class LocalJob(Job):
         child = _CHILDREN.pop(self.id, None)
         if child is not None:
             child.wait(timeout=10)
+        for folder in rt_shm.dirs_of(state["pid"]):  # the simulator removes its own, unless it was killed
+            rt_shm.remove_dir(folder)
 
     def _abort(self) -> None:
         state = _read_state(self.state_dir)
