@@ -229,7 +229,7 @@ def test_tracking_through_the_platform_and_after_a_reattach(platform, s3, shards
 
     pytest.importorskip("mlflow.tracking")
     tracking = f"tensorboard:{tmp_path / 'tb'};mlflow:{tmp_path / 'mlruns'}"
-    config = remote_config(platform, s3.endpoint_url)
+    config = remote_config(platform)
     federation = FEDERATION.replace(num_rounds=4, job_name="tracked-remote", tracking=tracking)
     spec = capture(fl_models.DeltaNet, fl_models.slow_logging_train)
     job = api.submit(spec, shards, TrainingConfig(img_size=8), federation, target="resontech", config=config)
