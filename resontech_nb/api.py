@@ -135,21 +135,17 @@ def data_summary(
 ) -> DataSummary:
     """Each site's rows, labels and images, a site x class heatmap and a skew verdict (``DataSummary``).
 
-    Without ``target`` the manifests are read here. With a ``target`` (``"local"``, ``"nvflare"``; the same
-    ``config`` as ``submit``) a statistics job runs on the sites and only counts come back: each count below
-    ``min_count`` (but not zero) is withheld on its site. There ``shards`` may be ``{site: path on that site}``,
-    read by nobody but the site. ``sample``: entries per site opened for image sizes and modes.
+    Without ``target`` the manifests are read here. With a ``target`` (``"local"``, ``"nvflare"``, ``"resontech"``:
+    the same ``config`` as ``submit``) a statistics job runs on the sites and only counts come back: each count
+    below ``min_count`` (but not zero) is withheld on its site. On ``"local"``/``"nvflare"`` ``shards`` may be
+    ``{site: path on that site}``, read by nobody but the site; on ``"resontech"`` they are uploaded as for training
+    and the platform returns the counts only. ``sample``: entries per site opened for image sizes and modes.
     """
     from .data import summary
 
     training = as_config(TrainingConfig, training)
     if target is None:
         return summary.data_summary(shards, training, sample=sample, min_count=min_count)
-    if target == "resontech":
-        raise ConfigError(
-            "the data summary does not run on the resontech target yet (the platform does not pass a statistics "
-            "job's counts back): call data_summary(shards) where the shards are at hand, or use target='nvflare'"
-        )
     if min_count < 0:
         raise ConfigError(f"min_count must be >= 0, got {min_count}: pass 0 to withhold nothing")
     config = as_config(ResonTechConfig, config)

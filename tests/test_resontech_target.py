@@ -15,7 +15,7 @@ import pytest
 import torch
 from nbclient import NotebookClient
 
-from resontech_nb import api
+from resontech_nb import api, split_shards
 from resontech_nb.capture import capture
 from resontech_nb.config.settings import FederationConfig, ResonTechConfig, TrainingConfig
 from resontech_nb.data.synthetic import make_synthetic_shards
@@ -229,7 +229,7 @@ def test_tracking_through_the_platform_and_after_a_reattach(platform, s3, shards
 
     pytest.importorskip("mlflow.tracking")
     tracking = f"tensorboard:{tmp_path / 'tb'};mlflow:{tmp_path / 'mlruns'}"
-    config = remote_config(platform, s3.endpoint_url)
+    config = remote_config(platform)
     federation = FEDERATION.replace(num_rounds=4, job_name="tracked-remote", tracking=tracking)
     spec = capture(fl_models.DeltaNet, fl_models.slow_logging_train)
     job = api.submit(spec, shards, TrainingConfig(img_size=8), federation, target="resontech", config=config)
@@ -243,3 +243,35 @@ def test_tracking_through_the_platform_and_after_a_reattach(platform, s3, shards
     client, run = tracking_checks.mlflow_run((tmp_path / "mlruns").as_uri(), again, "tracked-remote")
     tracking_checks.assert_mlflow_matches(client, run, again)
     assert run.data.tags["target"] == "resontech"
+
+
+def test_data_summary_through_the_platform_sends_counts_only(platform, s3, tmp_path):
+    """The statistics job runs on the platform like a training job: the counts are the manifests', a bin below
+    min_count is withheld, and no row's id or URI is in what the platform answers or kept."""
+    import zipfile
+
+    import numpy as np
+    from test_data_summary import check_site_counts, server_files_hold_no_row
+
+    images = np.random.default_rng(0).integers(0, 256, size=(48, 8, 8), dtype=np.uint8)
+    labels = np.array([0] * 20 + [1] * 3 + [2] * 10 + [3] * 15)
+    split = split_shards((images, labels), 2, scheme="pathological", classes_per_site=2, out=tmp_path / "s")
+    local = api.data_summary(split, sample=100)
+    remote = api.data_summary(split, target="resontech", config=remote_config(platform), min_count=4, sample=100)
+    check_site_counts(remote, local, 4)
+
+    (job,) = platform.store.jobs()
+    assert job.status == "FINISHED", job.error
+    from resontech_nb.targets.resontech.target import ResonTechTarget
+
+    answer = ResonTechTarget(remote_config(platform)).client().evaluation(job.id)  # what the platform returns
+    fields = {"train", "val", "test", "multi_label", "labels", "image_sizes", "image_modes"}
+    assert set(answer["data_summary"]) == {"site-1", "site-2"}
+    assert all(set(site) == fields for site in answer["data_summary"].values())
+    answered = json.dumps(answer)
+    for shard in split:
+        with zipfile.ZipFile(shard) as archive:
+            rows = [json.loads(line) for line in archive.read("manifest.ndjson").splitlines()]
+        assert rows and not [r for r in rows if r["id"] in answered or r["uri"].split("//")[-1] in answered]
+    (server_dir,) = platform.data_dir.rglob(f"{job.local_id}/workspace/server")  # where the platform ran it
+    server_files_hold_no_row(server_dir, split)

@@ -186,12 +186,13 @@ def read_job_info(job_dir: str | Path) -> dict[str, Any]:
     meta = json.loads((job_dir / "meta.json").read_text(encoding="utf-8"))
     server = json.loads((job_dir / APP / "config" / "config_fed_server.json").read_text(encoding="utf-8"))
     client = json.loads((job_dir / APP / "config" / "config_fed_client.json").read_text(encoding="utf-8"))
-    workflow = next(w for w in server["workflows"] if w["id"] == "scatter_and_gather")["args"]
+    # a training job's rounds; a statistics job (building/statistics_job.py) has one task on every site, no rounds
+    workflow = next((w["args"] for w in server["workflows"] if w["id"] == "scatter_and_gather"), None)
     shards = client["executors"][0]["executor"].get("args", {}).get("shards", {})
     return {
         "name": meta["name"],
-        "num_rounds": workflow["num_rounds"],
-        "min_clients": workflow["min_clients"],
+        "num_rounds": workflow["num_rounds"] if workflow else 1,
+        "min_clients": workflow["min_clients"] if workflow else meta.get("min_clients", len(shards)),
         "sites": list(shards),
     }
 

@@ -14,7 +14,10 @@ from ..config.settings import FederationConfig, TrainingConfig
 from ..jobcode import JOBCODE_DIR
 from .nvflare_config import APP
 
-STATISTICS_FILES = ("rt_statistics.py", "rt_manifest.py", "rt_sample.py", "rt_zip.py", "rt_https.py", "rt_dataset.py")
+STATISTICS_FILES = (  # rt_statistics.py and every job-code module it imports, directly or not
+    "rt_statistics.py", "rt_manifest.py", "rt_sample.py", "rt_zip.py", "rt_https.py", "rt_dataset.py",
+    "rt_samplecache.py",
+)
 
 
 def build_statistics_job(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, JobFailedError, JobNotFoundError
 from ..records.rounds import RoundRecord, history_rows, participation_notes
-from ..records.status import ABORTED, FINAL_STATES, FINISHED, SUBMITTED
+from ..records.status import ABORTED, FAILED, FINAL_STATES, FINISHED, SUBMITTED
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -28,6 +28,20 @@ class JobState:
     status: str
     error: str | None = None
     note: str | None = None  # something a finished job wants the user to know, e.g. a site it lost
+
+
+def statistics_end(evaluation: dict[str, Any]) -> JobState | None:
+    """How a statistics job (``building/statistics_job.py``: no rounds, no model) ended, judged by what its server
+    wrote (``evaluation.json``); None for a training job, whose end the rounds and the model tell."""
+    if "data_summary" not in evaluation:
+        return None
+    errors = evaluation.get("data_summary_errors") or {}
+    if errors:
+        detail = "; ".join(f"{site}: {error}" for site, error in errors.items())
+        return JobState(FAILED, f"the data summary failed on a site ({detail}): fix the site's shard and run it again")
+    if not evaluation["data_summary"]:
+        return JobState(FAILED, "no site sent its counts: check that the sites joined the job and run it again")
+    return JobState(FINISHED)
 
 
 @dataclass(frozen=True)

@@ -133,9 +133,29 @@ class Rounds(_Response):
     rounds: list[Round]
 
 
+class SiteCounts(BaseModel):
+    """One site's counts from the statistics job (``jobcode/rt_statistics.py``): never a row; a count the site
+    withheld (below the job's ``min_count``) is null. Only these fields leave the platform (others are dropped)."""
+
+    model_config = ConfigDict(extra="ignore")
+    train: int | None = None
+    val: int | None = None
+    test: int | None = None
+    multi_label: bool = False
+    labels: dict[str, int | None] = Field(default_factory=dict, description="class -> rows")
+    image_sizes: dict[str, int | None] = Field(default_factory=dict, description="'WxH' -> sampled entries")
+    image_modes: dict[str, int | None] = Field(default_factory=dict, description="image mode -> sampled entries")
+
+
 class Evaluation(_Response):
     best_round: int | None = Field(description="the round whose global model scored best on select_metric")
     cross_site: dict[str, dict[str, dict[str, Any]]] = Field(description="model -> site -> metrics")
+    data_summary: dict[str, SiteCounts] | None = Field(
+        default=None, description="a statistics job's counts: site -> counts (absent for a training job)"
+    )
+    data_summary_errors: dict[str, str] | None = Field(
+        default=None, description="a statistics job's sites that could not count: site -> why"
+    )
 
 
 class Health(_Response):

@@ -292,11 +292,18 @@ class JobRunner:
         return local.rounds if local is not None else []
 
     def evaluation(self, job: JobRow) -> dict[str, Any]:
-        """``{"best_round": int | None, "cross_site": {model: {site: metrics}}}`` as NVFlare recorded it."""
+        """``{"best_round": int | None, "cross_site": {model: {site: metrics}}}`` as NVFlare recorded it; a
+        statistics job's ``data_summary`` (``{site: counts}``, only counts: the sites withheld small bins) and
+        ``data_summary_errors`` (``{site: why}``) as its server wrote them."""
         local = self.local_job(job)
         if local is None:
             return {"best_round": None, "cross_site": {}}
-        return {"best_round": local.best_round, "cross_site": local.cross_site}
+        found = {"best_round": local.best_round, "cross_site": local.cross_site}
+        report = local.server_report
+        for key in ("data_summary", "data_summary_errors"):
+            if report.get(key) is not None:
+                found[key] = report[key]
+        return found
 
     def result_path(self, job: JobRow, which: str = "final") -> Path | None:
         """The global model file (``which``: "final" or "best"), once the job has FINISHED.

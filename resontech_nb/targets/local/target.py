@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 
 from ...errors import JobNotFoundError, SubmitError
-from ...job.handle import Job, JobState, jobs_home
+from ...job.handle import Job, JobState, jobs_home, statistics_end
 from ...jobcode import rt_files, rt_shm
 from ...records.rounds import RoundRecord, parse_lines
 from ...records.status import ABORTED, FAILED, FINISHED, RUNNING
@@ -194,6 +194,9 @@ class LocalJob(Job):
         records = self._fetch_rounds()
         if server.get("error"):
             return JobState(FAILED, str(server["error"]))
+        statistics = statistics_end(self._fetch_evaluation()) if server.get("ended") else None
+        if statistics is not None:  # a statistics job: no rounds, no model, its counts are its result
+            return statistics
         if len(records) >= self.num_rounds and self.model_path is not None:
             return JobState(FINISHED)
         site_failure = self._site_failure_from_log()

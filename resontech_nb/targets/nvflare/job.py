@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import DeploymentUnreachableError, JobNotFoundError, NVFlareError, ResonTechError
-from ...job.handle import Job, JobState
+from ...job.handle import Job, JobState, statistics_end
 from ...jobcode import rt_files
 from ...records.rounds import RoundRecord, parse_lines
 from ...records.status import ABORTED, FAILED, FINAL_STATES, FINISHED, RUNNING, SUBMITTED
@@ -190,6 +190,9 @@ class NVFlareJob(Job):
             workspace / STATUS_FILE).is_file() else {}
         if server.get("error"):
             return JobState(FAILED, str(server["error"]))
+        statistics = statistics_end(self._fetch_evaluation()) if server.get("ended") else None
+        if statistics is not None:  # a statistics job: no rounds, no model, its counts are its result
+            return statistics
         records = self._rounds_from_result()
         complete = bool(self.num_rounds) and len(records) >= self.num_rounds and (workspace / MODEL_FILE).is_file()
         if state.status == FAILED and complete and server.get("ended"):
