@@ -332,3 +332,40 @@ def test_user_a_holding_all_a_notebook_user_holds_cannot_reach_bs_objects(platfo
     # 5. A uploading the very same bytes as B sends them (into A's prefix): no cross-user deduplication.
     assert alice.upload_files({"copy": bob_built.shards["site-1"]}).uploaded == ["copy"]
     assert bobs_objects() == before  # B's objects are untouched
+
+
+# A server whose Python lives under /tmp (a venv in a temporary checkout, as CI makes one): the job's empty /tmp
+# must not hide that Python.
+SANDBOXED_FROM_TMP = """
+import os, subprocess, sys
+from resontech_nb.platform.sandbox import Sandbox, safe_env
+sandbox = Sandbox()
+inside = "import sys, resontech_nb, torch; print('inside', sys.prefix)"
+command = sandbox.command([sys.executable, "-c", inside], writable=sys.argv[1])
+done = subprocess.run(command, capture_output=True, text=True, preexec_fn=sandbox.preexec(), env=safe_env(os.environ),
+                      timeout=120)
+print(done.returncode, done.stdout.strip(), done.stderr.strip()[-500:])
+"""
+
+
+def test_the_sandbox_runs_a_python_that_lives_under_tmp(tmp_path):
+    import subprocess
+    import sys
+
+    assert str(tmp_path).startswith("/tmp/")  # pytest's temp dirs, as CI's clone may be
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    (site,) = (venv / "lib").glob("python*/site-packages")
+    shared = [p for p in sys.path if p.endswith("site-packages")]
+    (site / "shared.pth").write_text("\n".join(shared) + "\n")  # torch & co. from this venv, nothing installed
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    job = tmp_path / "job"
+    job.mkdir()
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", SANDBOXED_FROM_TMP, str(job)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    code, _, rest = done.stdout.strip().partition(" ")
+    assert code == "0" and rest.startswith(f"inside {venv}"), done.stdout

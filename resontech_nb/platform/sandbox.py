@@ -156,11 +156,13 @@ class Sandbox:
             if Path(path).exists():
                 args += ["--ro-bind", path, path]
         args += ["--ro-bind", str(passwd), "/etc/passwd", "--ro-bind", str(group), "/etc/group"]
+        # The empty /tmp first: Python (a venv), the job's folder or its shards may lie under /tmp, and a later
+        # mount lands on top of an earlier one.
+        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
         for path in python_paths():
             args += ["--ro-bind", str(path), str(path)]
         for path in self.hidden:  # the platform's data, should Python's folders hold it
             args += ["--tmpfs", str(path)]
-        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
         for path in readable:
             path = Path(path).resolve()
             args += ["--ro-bind", str(path), str(path)]
