@@ -53,13 +53,13 @@ class ResonTechConfig(Config):
     sftp_key_file: str = setting(DEFAULT_SFTP_KEY, "Legacy SFTP key (deprecated, unused: S3 is used)")
     s3_bucket: str = setting(
         "",
-        "S3 bucket (not needed for target resontech: the platform says where, through presigned URLs)",
+        "S3 bucket (unused by target resontech: its platform chooses)",
         ok=lambda v: not v or _BUCKET.fullmatch(v) is not None,
         problem="{value!r} is not a valid S3 bucket name (3-63 lowercase letters, digits, '.' or '-')",
     )
     s3_endpoint_url: str = setting(
         "",
-        "S3 endpoint URL (not needed for target resontech: the platform's upload URLs name it)",
+        "S3 endpoint URL (unused by target resontech: its platform chooses)",
         ok=_url,
         problem=_URL_PROBLEM,
     )
