@@ -29,9 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "resontech_nb" / "jobcode"))
 
@@ -40,6 +39,10 @@ import rt_samplecache  # noqa: E402
 import rt_zip  # noqa: E402
 
 from resontech_nb.data.making import make_shard_from_folder  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from manifest_throughput import FolderBaseline  # noqa: E402  (the same plain folder loader)
+
 from resontech_nb.data.synthetic import synthetic_image  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "decode_once.json"
@@ -57,24 +60,6 @@ class Net(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).flatten(1))
-
-
-class FolderLoader(Dataset):
-    """One PIL decode + resize + to-tensor + normalize per item, as ImageFolder with torchvision's transforms."""
-
-    def __init__(self, paths: list[tuple[Path, int]], img_size: int) -> None:
-        self.paths = paths
-        self.img_size = img_size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        path, target = self.paths[index]
-        with Image.open(path) as img:
-            img = img.convert("RGB").resize((self.img_size, self.img_size), Image.BILINEAR)
-            tensor = torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous().float().div(255)
-        return (tensor - 0.5) / 0.5, target
 
 
 def _payload(data: Path, work: Path, round_number: int, weights, img_size: int, epochs: int, cache_mb: float) -> dict:
@@ -123,7 +108,7 @@ def run_folder(data: Path, work: Path, img_size: int, rounds: int, epochs: int) 
         paths = [(Path(data) / row.relative_path, row.y[0]) for row in shard.train_rows]
         generator = torch.Generator()
         generator.manual_seed(shard.seed)  # the default loop's order: the same batches
-        loader = DataLoader(FolderLoader(paths, img_size), batch_size=32, shuffle=True, generator=generator)
+        loader = DataLoader(FolderBaseline(paths, img_size), batch_size=32, shuffle=True, generator=generator)
         torch.manual_seed(shard.seed)
         model = Net()
         model.load_state_dict(weights)

@@ -34,17 +34,23 @@ RESULTS = Path(__file__).resolve().parent / "results" / "manifest_throughput.jso
 
 
 class FolderBaseline(Dataset):
-    """ImageFolder equivalent: classes are the sorted subfolders; samples are (path, class index)."""
+    """ImageFolder equivalent: (path, class index) samples, one PIL decode + resize + to-tensor + normalize per item
+    (as torchvision's transforms would). ``from_root``: classes are the sorted subfolders."""
 
-    def __init__(self, root: Path, img_size: int) -> None:
-        self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-        self.samples = [
+    def __init__(self, samples: list[tuple[Path, int]], img_size: int) -> None:
+        self.samples = samples
+        self.img_size = img_size
+
+    @classmethod
+    def from_root(cls, root: Path, img_size: int) -> FolderBaseline:
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        samples = [
             (path, index)
-            for index, name in enumerate(self.classes)
+            for index, name in enumerate(classes)
             for path in sorted((root / name).rglob("*"))
             if path.suffix.lower() in IMAGE_EXTENSIONS
         ]
-        self.img_size = img_size
+        return cls(samples, img_size)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -67,7 +73,9 @@ def write_images(root: Path, count: int, num_classes: int, size: int, seed: int)
 
 
 def images_per_second(dataset: Dataset, batch_size: int, workers: int, repeats: int) -> dict[str, float]:
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    # The manifest dataset fetches whole batches (__getitems__): its own collate, as the default loop uses it.
+    collate = rt_dataset.collate if isinstance(dataset, rt_dataset.ManifestDataset) else None
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate)
     rates = []
     for _ in range(repeats + 1):  # the first pass warms the file cache and is not counted
         start = time.perf_counter()
@@ -103,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
                 manifest_ds = rt_dataset.ManifestDataset(extracted, samples, 4, size, False)
                 manifest_index_s = time.perf_counter() - start
                 start = time.perf_counter()
-                folder_ds = FolderBaseline(image_root, size)
+                folder_ds = FolderBaseline.from_root(image_root, size)
                 folder_index_s = time.perf_counter() - start
                 assert len(manifest_ds) == len(folder_ds) == args.images
                 manifest_rate = images_per_second(manifest_ds, args.batch_size, workers, args.repeats)
