@@ -64,7 +64,8 @@ def run_seed(seed: int, args: argparse.Namespace, spec, tmp: Path) -> dict[str, 
         images, digits.target, test_size=0.2, stratify=digits.target, random_state=seed
     )
     training = TrainingConfig(
-        img_size=8, local_epochs=args.epochs, batch_size=32, learning_rate=0.003, seed=seed, num_classes=10
+        img_size=8, local_epochs=args.epochs, batch_size=32, learning_rate=args.lr, seed=seed, num_classes=10,
+        lr_schedule=args.lr_schedule, balance_labels=args.balance_labels,
     )
     out = tmp / f"seed-{seed}"
     splits = {
@@ -98,6 +99,9 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=4)
     parser.add_argument("--alpha", type=float, default=0.3)
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS))
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--lr-schedule", default="cosine")
+    parser.add_argument("--balance-labels", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--out", default=str(HERE / "results" / "quality.json"))
     parser.add_argument("--smoke", action="store_true", help="one seed, 1 round, fedavg only")
     args = parser.parse_args()
@@ -130,6 +134,7 @@ def report(per_seed: dict[int, dict[str, float]], args: argparse.Namespace) -> N
     results = {
         "data": "sklearn load_digits, 20 % stratified held-out test set",
         "sites": args.sites, "alpha": args.alpha, "rounds": args.rounds, "local_epochs": args.epochs,
+        "learning_rate": args.lr, "lr_schedule": args.lr_schedule, "balance_labels": args.balance_labels,
         "seeds": seeds, "table": table,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

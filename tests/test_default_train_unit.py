@@ -47,6 +47,12 @@ class WrongHeadNet(TinyNet):
         self.head[-1] = nn.Linear(16, 10)
 
 
+class TwoClassNet(TinyNet):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head[-1] = nn.Linear(16, 2)
+
+
 class OutOfMemoryNet(TinyNet):
     """Fails the way a too-large batch fails on a GPU."""
 
@@ -247,3 +253,76 @@ def test_the_finite_check_tells_an_overflowing_sum_from_nan_and_inf() -> None:
         assert problem.startswith(f"weights['w'] holds {named}"), problem
     half = {"w": ((2,), torch.float16)}
     assert rt_checks.update_problem({"w": torch.tensor([60000.0, 60000.0], dtype=torch.float16)}, half) == ""
+
+
+# ---- the learning rate over the job and the label-skew correction ----
+
+
+def test_cosine_falls_from_the_rate_to_a_tenth_over_the_whole_job() -> None:
+    lr, rounds, epochs, steps = 0.01, 5, 2, 7
+    curve = [
+        rt_default_train.learning_rates(lr, "cosine", r, rounds, epochs, steps)(s)
+        for r in range(rounds)
+        for s in range(epochs * steps)
+    ]
+    assert curve[0] == pytest.approx(lr)
+    assert curve[-1] == pytest.approx(lr * rt_default_train.LR_FLOOR)
+    assert all(a >= b for a, b in zip(curve[:-1], curve[1:], strict=True))
+    # a site with other batch counts is at the same point of the curve when a round starts
+    other = rt_default_train.learning_rates(lr, "cosine", 2, rounds, epochs, 40)(0)
+    assert other == pytest.approx(curve[2 * epochs * steps], rel=0.02)
+    assert rt_default_train.learning_rates(lr, "constant", 3, rounds, epochs, steps)(5) == lr
+
+
+def test_an_unknown_schedule_names_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="constant, cosine"):
+        rt_default_train.learning_rates(0.01, "step", 0, 5, 2, 7)
+
+
+def test_the_notebook_side_knows_the_loops_schedules() -> None:
+    from resontech_nb.config.settings import LR_SCHEDULES
+
+    assert LR_SCHEDULES == rt_default_train.LR_SCHEDULES
+
+
+def _mean_step(shard: Path, **hp: object) -> float:
+    torch.manual_seed(0)
+    start = {k: v.clone() for k, v in TinyNet().state_dict().items()}
+    out = rt_default_train.default_train_model(
+        TinyNet, {**payload(shard, local_epochs=1, **hp), "round": 4, "num_rounds": 5, "initial_weights": start}
+    )
+    moved = [(out["weights"][k] - start[k]).abs().mean() for k in start if start[k].is_floating_point()]
+    return float(torch.stack(moved).mean())
+
+
+def test_the_last_round_of_a_cosine_job_takes_small_steps(shards: dict[str, Path]) -> None:
+    constant = _mean_step(shards["single"], lr_schedule="constant")
+    cosine = _mean_step(shards["single"], lr_schedule="cosine")
+    # Adam's steps are about the learning rate, which cosine has brought down to a tenth or so by round 5 of 5
+    assert cosine < constant * 0.3
+
+
+def test_balance_labels_stops_a_skewed_site_favouring_its_own_classes(tmp_path: Path) -> None:
+    import numpy as np
+
+    from resontech_nb.data.splitting import split_shards
+
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 90 + [1] * 10)  # a site with nine in ten rows of class 0
+    images = rng.integers(0, 256, (100, IMG, IMG, 3), dtype=np.uint8)  # nothing to learn but the prior
+    [shard] = split_shards((images, labels), 1, seed=0, out=tmp_path / "skewed")
+    data = rt_zip.safe_extract(shard, tmp_path / "x")
+
+    def share_of_class_0(balance: bool) -> float:
+        torch.manual_seed(0)
+        out = rt_default_train.default_train_model(
+            TwoClassNet, payload(data, num_classes=2, local_epochs=5, balance_labels=balance)
+        )
+        model = TwoClassNet()
+        model.load_state_dict(out["weights"])
+        with torch.no_grad():
+            x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+            return float(model(x).softmax(1)[:, 0].mean())
+
+    assert share_of_class_0(False) > 0.75  # the plain loss learns the site's prior
+    assert share_of_class_0(True) < 0.65  # the corrected one does not reward it

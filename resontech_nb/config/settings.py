@@ -21,6 +21,8 @@ from ..privacy import privacy_problem
 from ..tracking import tracking_problem
 from .base import SECRET_FIELDS, Config
 
+LR_SCHEDULES = ("constant", "cosine")  # the default loop's (jobcode/rt_default_train.py), the same names
+
 __all__ = ["SECRET_FIELDS", "FederationConfig", "ResonTechConfig", "TrainingConfig", "as_config"]
 
 DEFAULT_SFTP_KEY = "~/.ssh/id_ed25519"
@@ -141,6 +143,24 @@ class TrainingConfig(Config):
         flag=True,
         ok=lambda v: 0 <= v < 2**32,
         problem="must be between 0 and 2**32 - 1, got {value}",
+    )
+    # The learning rate over the whole job, not per round: every site is at the same point of one curve in the
+    # same round (its step counted from the round, the local epochs and the batches). "cosine" falls from
+    # learning_rate to a tenth of it by the last step of the last round; "constant" keeps it.
+    lr_schedule: str = setting(
+        "constant",
+        "The default loop's learning rate over the job: constant or cosine (down to lr/10 by the last round)",
+        flag=True,
+        ok=lambda v: v in LR_SCHEDULES,
+        problem="must be one of " + ", ".join(LR_SCHEDULES) + ", got {value!r}",
+    )
+    # Label-skewed sites (each holding a few classes) pull the model towards their own classes. With this on, the
+    # default loop adds log(the site's own label frequencies) to the logits in its training loss (logit adjustment,
+    # as FedLC and Balanced Softmax do): a site's training no longer rewards favouring its own classes, the model
+    # it returns is scored as usual. Single-label data only. It also balances classes a data set is short of
+    # everywhere (the model then favours no class for being common): leave it off when that prior is wanted.
+    balance_labels: bool = setting(
+        False, "Correct the training loss for each site's own label frequencies (label-skewed sites)", flag=True
     )
     # The default loop decodes and resizes each image once per job and keeps the uint8 pixels: this many MB per site
     # in memory (512 MB: 170,000 images at 32 px RGB, 3,400 at 224 px), the rest in a memory-mapped file in the

@@ -14,8 +14,9 @@ each row's id, so every round and every run picks the same ones.
 from __future__ import annotations
 
 import logging
+import math
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import rt_dataset
@@ -39,7 +40,11 @@ DEFAULTS: dict[str, Any] = {
     "in_channels": 0,
     "seed": 0,
     "cache_mb": rt_samplecache.DEFAULT_CACHE_MB,
+    "lr_schedule": "constant",
+    "balance_labels": False,
 }
+LR_SCHEDULES = ("constant", "cosine")
+LR_FLOOR = 0.1  # cosine ends at this share of the learning rate
 VALIDATION_SPLITS = rt_manifest.VALIDATION_SPLITS
 TEST_SPLITS = rt_manifest.TEST_SPLITS
 split_samples = rt_manifest.split_samples  # (training rows, validation rows): the rule in the module docstring
@@ -66,6 +71,39 @@ def shuffle_seed(round_number: int, site_name: str, seed: int = 0) -> int:
     return zlib.crc32(f"{int(seed)}:{site_name}:{round_number}".encode())
 
 
+def learning_rates(
+    learning_rate: float, schedule: str, round_number: int, num_rounds: int, epochs: int, steps_per_epoch: int
+) -> Callable[[int], float]:
+    """The learning rate of this round's ``step``-th batch (counted from 0 over its local epochs).
+
+    One curve over the whole job: ``cosine`` falls from ``learning_rate`` at the first batch of round 0 to
+    ``LR_FLOOR`` of it at the last batch of the last round, every site at the same point in the same round
+    (its position counted in its own batches); ``constant`` keeps ``learning_rate``.
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule={schedule!r} is not one of {', '.join(LR_SCHEDULES)}: set one of those")
+    if schedule == "constant":
+        return lambda step: learning_rate
+    per_round = max(1, epochs * steps_per_epoch)
+    last = max(1, max(num_rounds, round_number + 1) * per_round - 1)
+    start = round_number * per_round
+
+    def at(step: int) -> float:
+        done = min(1.0, (start + step) / last)
+        return learning_rate * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * done)))
+
+    return at
+
+
+def label_log_prior(rows: list[rt_manifest.Sample], num_classes: int) -> torch.Tensor:
+    """log of the rows' label frequencies, one added to every class's count (a class a site lacks stays finite)."""
+    counts = torch.ones(num_classes, dtype=torch.float64)
+    for row in rows:
+        for label in row.y:
+            counts[label] += 1
+    return torch.log(counts / counts.sum()).to(torch.float32)
+
+
 def _check_output(output: torch.Tensor, num_classes: int) -> None:
     if output.ndim != 2 or output.shape[1] != num_classes:
         raise ValueError(
@@ -85,19 +123,30 @@ def _train_epochs(
     multi_label: bool,
     proximal: Any = None,
     scaffold: Any = None,
+    rates: Callable[[int], float] | None = None,
+    log_prior: torch.Tensor | None = None,
 ) -> list[tuple[float, float]]:
     """Train ``epochs`` epochs; return (mean loss, accuracy) per epoch.
 
     ``proximal`` (FedProx's ``payload["fedprox"]``) is added to the loss that is minimised, not to the loss
-    reported; ``scaffold`` (``payload["scaffold"]``) corrects the parameters after every step.
+    reported; ``scaffold`` (``payload["scaffold"]``) corrects the parameters after every step. ``rates`` gives
+    each batch's learning rate (``learning_rates``); ``log_prior`` (``balance_labels``) is added to the logits
+    in the loss that is minimised, while the loss and accuracy reported are the model's own.
     """
     criterion: nn.Module = nn.BCEWithLogitsLoss() if multi_label else nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    prior = None if log_prior is None or multi_label else log_prior.to(device)
     history = []
     checked = False
+    step = 0
     for _ in range(epochs):
         loss_sum, seen, correct, counted = 0.0, 0, 0.0, 0
         for images, targets in loader:
+            if rates is not None:
+                learning_rate = rates(step)
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate
+            step += 1
             images = images.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
@@ -106,7 +155,8 @@ def _train_epochs(
                 _check_output(output, num_classes)
                 checked = True
             loss = criterion(output, targets)
-            (loss + proximal(model) if proximal is not None else loss).backward()
+            minimised = loss if prior is None else criterion(output + prior, targets)
+            (minimised + proximal(model) if proximal is not None else minimised).backward()
             optimizer.step()
             if scaffold is not None:
                 scaffold.correct(model, learning_rate)
@@ -222,7 +272,9 @@ def default_train_model(model_cls: type[nn.Module], payload: Mapping[str, Any]) 
     """Train ``model_cls`` on the training rows of the shard in ``payload['data_path']``.
 
     Returns weights, samples and metrics. Weights are loaded before ``model.train()``. Single-label data
-    uses CrossEntropyLoss, multi-label data BCEWithLogitsLoss; the optimizer is Adam. Under FedProx the
+    uses CrossEntropyLoss, multi-label data BCEWithLogitsLoss; the optimizer is Adam, its learning rate following
+    ``lr_schedule`` over the job, and with ``balance_labels`` the loss minimised is corrected for the site's own
+    label frequencies. Under FedProx the
     proximal term joins the loss; under SCAFFOLD each step is corrected by the control variates. ``metrics`` holds the
     last epoch's mean loss and accuracy (per label for multi-label data) and the first epoch's loss as
     ``first_epoch_loss``.
@@ -250,6 +302,15 @@ def default_train_model(model_cls: type[nn.Module], payload: Mapping[str, Any]) 
             data.multi_label,
             proximal=payload.get("fedprox"),
             scaffold=payload.get("scaffold"),
+            rates=learning_rates(
+                float(data.hp["learning_rate"]),
+                str(data.hp.get("lr_schedule") or "constant"),
+                data.round,
+                int(payload.get("num_rounds") or 0),
+                int(data.hp["local_epochs"]),
+                len(loader),
+            ),
+            log_prior=label_log_prior(data.train_rows, data.num_classes) if data.hp.get("balance_labels") else None,
         )
     except torch.cuda.OutOfMemoryError:
         _release(model)
