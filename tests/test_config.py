@@ -18,7 +18,9 @@ def test_defaults_match_the_integration_guide(clean_env):
     rt = ResonTechConfig.load()
     assert (rt.base_url, rt.email, rt.password, rt.sftp_key_file) == ("", "", "", "~/.ssh/id_ed25519")
     training = TrainingConfig.load()
-    beyond_the_guide = {"val_fraction": 0.2, "seed": 0, "cache_mb": 512}
+    beyond_the_guide = {
+        "val_fraction": 0.2, "seed": 0, "cache_mb": 512, "lr_schedule": "constant", "balance_labels": False
+    }
     assert training.to_dict() == beyond_the_guide | {
         "num_classes": 0,
         "local_epochs": 2,
@@ -132,3 +134,9 @@ def test_sftp_key_file_is_accepted_with_a_deprecation_warning(clean_env):
     with pytest.warns(DeprecationWarning, match="SFTP is deprecated"):
         config = ResonTechConfig(sftp_key_file="~/.ssh/other_key")
     assert config.sftp_key_file == "~/.ssh/other_key"
+
+
+def test_an_unknown_learning_rate_schedule_names_the_known_ones(clean_env):
+    with pytest.raises(ConfigError, match="lr_schedule.*constant, cosine"):
+        TrainingConfig(lr_schedule="step")
+    assert TrainingConfig(lr_schedule="cosine", balance_labels=True).to_dict()["balance_labels"] is True

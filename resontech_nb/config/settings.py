@@ -149,7 +149,7 @@ class TrainingConfig(Config):
     # learning_rate to a tenth of it by the last step of the last round; "constant" keeps it.
     lr_schedule: str = setting(
         "constant",
-        "The default loop's learning rate over the job: constant or cosine (down to lr/10 by the last round)",
+        "Learning rate over the job: constant, or cosine down to lr/10",
         flag=True,
         ok=lambda v: v in LR_SCHEDULES,
         problem="must be one of " + ", ".join(LR_SCHEDULES) + ", got {value!r}",
@@ -160,7 +160,7 @@ class TrainingConfig(Config):
     # it returns is scored as usual. Single-label data only. It also balances classes a data set is short of
     # everywhere (the model then favours no class for being common): leave it off when that prior is wanted.
     balance_labels: bool = setting(
-        False, "Correct the training loss for each site's own label frequencies (label-skewed sites)", flag=True
+        False, "Loss corrected for a site's own label frequencies (skewed sites)", flag=True
     )
     # The default loop decodes and resizes each image once per job and keeps the uint8 pixels: this many MB per site
     # in memory (512 MB: 170,000 images at 32 px RGB, 3,400 at 224 px), the rest in a memory-mapped file in the
