@@ -168,3 +168,16 @@ def test_a_target_with_a_launcher_starts_cold_and_leaves_the_warm_process_idle(t
     assert launched and job.pid != pid
     assert warm._idle is not None and warm._idle.proc.pid == pid and warm._idle.proc.poll() is None
     assert job.wait(timeout=60) == "FAILED"  # it ran nothing
+
+
+def test_warm_up_returns_at_once_without_importing_torch_here():
+    code = (
+        "import sys, resontech_nb as rt\n"
+        "from resontech_nb.targets.local import warm\n"
+        "rt.warm_up()\n"
+        "print(sorted({'torch', 'nvflare'} & set(sys.modules)), warm._idle.proc.pid, flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    loaded, pid = done.stdout.rsplit(" ", 1)
+    assert loaded == "[]"
+    assert gone(int(pid))  # stopped at the interpreter's exit

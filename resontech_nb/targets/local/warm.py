@@ -20,7 +20,8 @@ share of the cores (it depends on the number of sites): torch reads it for its t
 ``torch.set_num_threads`` sets to the same number.
 
 The target starts the next warm process as it hands one a job, so a second submit is warm too; that one waits
-with its imports until the job it follows is past its start-up (``AFTER_MAX_S`` at most), so as not to slow it.
+with its imports (seconds of CPU) until the job it follows has ended, or ``AFTER_MAX_S`` at most, so as not to
+take cores from that job's start-up and first rounds.
 A warm process ends by itself when the process that started it ends (the pipe closes; it also looks at its
 parent every ``LOOK_S``) and is stopped at that process's exit. Never with a launcher (the platform's sandbox
 keeps its cold start); ``RESONTECH_WARM=0`` turns it off.
@@ -53,8 +54,8 @@ log = logging.getLogger(__name__)
 
 ENV = "RESONTECH_WARM"
 ROOM = 4096  # bytes of command line kept for the job's own command, rewritten in place when it is handed over
-AFTER_MAX_S = 30.0  # longest a new warm process waits for the job before it to be past its start-up
-AFTER_LOOK_S = 0.1
+AFTER_MAX_S = 30.0  # longest a new warm process waits for the job before it to end
+AFTER_LOOK_S = 0.25
 LOOK_S = 2.0  # idle: how often it checks that its parent is still there (besides the pipe closing)
 SET_AT_START = ("PYTHON", "MALLOC_", "OMP_", "KMP_", "GOMP_", "MKL_", "OPENBLAS_", "TORCH_", "CUDA_", "LD_")
 THREADS = "OMP_NUM_THREADS"  # applied to a warm process with torch.set_num_threads
@@ -138,7 +139,7 @@ _idle: WarmProcess | None = None
 def warm_up(after: Path | None = None) -> bool:
     """Start a warm process unless one is idle already (returns at once); whether one is there now.
 
-    ``after``: the workspace of a job just started; the new process imports once that job is past its start-up.
+    ``after``: the workspace of a job just started; the new process imports once that job has ended.
     """
     global _idle
     if not enabled():
@@ -232,16 +233,16 @@ def _next_request(parent: int, timeout: float) -> dict[str, Any] | None | bool:
     return None if os.getppid() == parent else False
 
 
-def _past_startup(workspace: Path) -> bool:
-    server = workspace / "server"
-    return any(server.glob("*/rounds.jsonl")) or any(server.glob("*/rt_status.json"))
+def _ended(workspace: Path) -> bool:
+    """Whether the job in ``workspace`` has ended (its server writes ``rt_status.json`` at the end or on failure)."""
+    return any((workspace / "server").glob("*/rt_status.json"))
 
 
 def _wait_for_job(parent: int, after: Path | None) -> dict[str, Any] | None:
     """Wait (no CPU but a look now and then) for the job; None when the parent is gone."""
-    if after is not None:  # the job before this one is starting: its start-up gets the cores first
+    if after is not None:  # the job before this one is running: it gets the cores first
         deadline = time.monotonic() + AFTER_MAX_S
-        while time.monotonic() < deadline and not _past_startup(after):
+        while time.monotonic() < deadline and not _ended(after):
             request = _next_request(parent, AFTER_LOOK_S)
             if request is not None:
                 return request or None
