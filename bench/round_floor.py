@@ -8,10 +8,14 @@
 - start-up: from the submit call to the first round record, through the local target (what a user waits).
 - hand-over side by side: the local target's hand-over of tasks (``targets/local/handover.py``) on and off
   (``RESONTECH_HANDOVER=0``: NVFlare's polling), ``--repeats`` interleaved pairs, median round gap and start-up.
+- start-up warm and cold side by side: a warm simulator process (``targets/local/warm.py``, imports done and idle
+  before ``submit``) against a cold start (``RESONTECH_WARM=0``), ``--repeats`` interleaved pairs, medians.
 - idle CPU: CPU seconds the whole simulator process tree uses per wall second while both sites sleep in
   training (so what is left is polling).
 
-    .venv/bin/python bench/round_floor.py [--lo 3] [--hi 23] [--repeats 3] [--smoke] [--out FILE]
+    .venv/bin/python bench/round_floor.py [--lo 3] [--hi 23] [--repeats 3] [--smoke] [--startup-only] [--out FILE]
+
+``--startup-only`` writes only the warm and cold start-up to bench/results/startup.json.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from resontech_nb import (  # noqa: E402
     make_synthetic_shards,
     submit,
 )
+from resontech_nb.targets.local import warm  # noqa: E402
 from resontech_nb.targets.local.handover import ENV as HANDOVER_ENV  # noqa: E402
 
 NVFLARE_DEFAULTS = {
@@ -128,6 +133,42 @@ def startup(shards: list[Path]) -> dict:
     }
 
 
+def warm_ready(timeout: float = 120.0) -> None:
+    """Start the warm process and wait until it has imported and sits idle (its CPU time stops growing), as one
+    started at ``%load_ext`` has by the time the user submits."""
+    warm.warm_up()
+    proc = psutil.Process(warm._idle.proc.pid)
+    deadline, last, still = time.monotonic() + timeout, -1.0, 0
+    while time.monotonic() < deadline and still < 3:
+        time.sleep(0.2)
+        used = sum(proc.cpu_times()[:2])
+        still = still + 1 if used == last else 0
+        last = used
+
+
+def warm_vs_cold(shards: list[Path], repeats: int) -> dict:
+    """Start-up with a warm simulator process ready and with a cold start, interleaved: medians."""
+    runs: dict[str, dict[str, list]] = {"cold": {}, "warm": {}}
+    for _ in range(repeats):
+        for mode in ("cold", "warm"):
+            if mode == "warm":
+                warm_ready()
+                got = startup(shards)
+                warm_ready()  # the next one (started at submit) imports after the job: not beside the next run
+            else:
+                warm.shutdown()
+                got = with_env(warm.ENV, "0", startup, shards)
+            for key in ("to_first_round_s", "to_finished_s", "before_round_1_s"):
+                runs[mode].setdefault(key, []).append(got[key])
+    warm.shutdown()
+    out = {mode: {k: {"runs": v, "median": round(statistics.median(v), 3)} for k, v in row.items()}
+           for mode, row in runs.items()}  # fmt: skip
+    out["cold_minus_warm_s"] = {
+        key: round(out["cold"][key]["median"] - out["warm"][key]["median"], 3) for key in runs["warm"]
+    }
+    return out
+
+
 def idle_cpu(shards: list[Path], sleep_s: float, rounds: int = 3) -> dict:
     spec = capture(bench_models.BenchNet, bench_models.sleeping_train)
     federation = FederationConfig(num_rounds=rounds, min_clients=2, wait_time_after_min_received=0, job_name="idle")
@@ -159,6 +200,7 @@ def main() -> None:
     parser.add_argument("--hi", type=int, default=23)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of the hand-over on and off")
     parser.add_argument("--smoke", action="store_true", help="2 rounds, our defaults only, for CI")
+    parser.add_argument("--startup-only", action="store_true", help="only the start-up figures (warm and cold)")
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results/round_floor.json")
     args = parser.parse_args()
     if args.out is None and not args.smoke:
@@ -167,18 +209,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         shards = make_synthetic_shards(tmp_path / "shards", n_clients=2, samples_per_client=(8, 8), img_size=16)
+        if args.startup_only:
+            results = {"startup_warm_vs_cold": warm_vs_cold(shards, args.repeats)}
+            report(results, args.out.with_name("startup.json") if args.out else None)
+            return
         results = {"floor_ours": floor(tmp_path, shards, lo, hi)}
         if not args.smoke:  # 2 s a round
             results["floor_nvflare_defaults"] = floor(tmp_path, shards, lo, hi, **NVFLARE_DEFAULTS)
         if not args.smoke:
             results["handover_side_by_side"] = side_by_side(tmp_path, shards, args.hi, args.repeats)
         results["startup"] = [startup(shards) for _ in range(1 if args.smoke else 3)]
+        results["startup_warm_vs_cold"] = warm_vs_cold(shards, 1 if args.smoke else args.repeats)
         results["idle_cpu"] = idle_cpu(shards, bench_models.SLEEP_S, rounds=2 if args.smoke else 3)
+    report(results, args.out)
+
+
+def report(results: dict, out: Path | None) -> None:
     for name, value in results.items():
         print(f"{name:22s} {value}")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2, default=str))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2, default=str))
 
 
 if __name__ == "__main__":

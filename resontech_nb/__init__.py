@@ -39,6 +39,7 @@ _LAZY = {
     "list_jobs": ("resontech_nb.api", "list_jobs"),
     "compare": ("resontech_nb.api", "compare"),
     "PocDeployment": ("resontech_nb.targets.nvflare.poc", "PocDeployment"),
+    "warm_up": ("resontech_nb.warming", "warm_up"),
 }
 
 
@@ -61,14 +62,15 @@ def __dir__() -> list[str]:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext resontech_nb``; also starts the clean process for preflight, so that it has imported torch
-    by the time the first ``%%fl_model`` cell needs it."""
-    from .capture.clean_process import warm_up
+    by the time the first ``%%fl_model`` cell needs it, and on the local target a warm simulator process for the
+    first job (``warm_up``)."""
     from .notebook.magics import register
     from .notebook.widgets_support import prepare_widgets
+    from .warming import warm_up
 
     prepare_widgets()  # ipywidgets >= 7.6; Colab's widget manager with ipywidgets 8
-    register(ipython)
-    warm_up()
+    magics = register(ipython)
+    warm_up(magics.target)
 
 
 def unload_ipython_extension(ipython: Any) -> None:

@@ -18,9 +18,10 @@ from IPython.core.error import StdinNotImplementedError, UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from ..capture import EVAL_FN_NAME, TRAIN_FN_NAME, ModelSpec, capture, warm_up
+from ..capture import EVAL_FN_NAME, TRAIN_FN_NAME, ModelSpec, capture
 from ..config.settings import SECRET_FIELDS, ResonTechConfig
 from ..errors import CaptureWarning
+from ..warming import warm_up
 from .lines import (
     attach_negative_values,
     cell_model_class,
@@ -52,7 +53,7 @@ class FLMagics(Magics, SessionSettings):
         """Run the cell, then capture its nn.Module subclass (and fl_train_model) into ``fl_model``."""
         args = parse_line(self.fl_model, attach_negative_values(line))
         input_shape = parse_shape(args.input_shape)
-        warm_up()  # the clean process for preflight imports torch while the cell runs
+        warm_up(self.target)  # the clean process for preflight (and a local job's simulator) import torch meanwhile
         python = self.shell.transform_cell(cell)
         try:
             tree = ast.parse(python)

@@ -15,14 +15,18 @@ TARGETS: dict[str, str] = {
 }
 
 
-def get_target(name: str, config: ResonTechConfig | None = None) -> Target:
-    """The target called ``name``, set up with ``config``."""
+def target_class(name: str) -> type[Target]:
+    """The class of the target called ``name``."""
     try:
         module_name, class_name = TARGETS[name].split(":")
     except KeyError:
         raise ConfigError(f"unknown target {name!r}; use one of: {', '.join(TARGETS)}") from None
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(config)
+    return getattr(importlib.import_module(module_name), class_name)
 
 
-__all__ = ["TARGETS", "BuiltJob", "Target", "check_job_id", "get_target"]
+def get_target(name: str, config: ResonTechConfig | None = None) -> Target:
+    """The target called ``name``, set up with ``config``."""
+    return target_class(name)(config)
+
+
+__all__ = ["TARGETS", "BuiltJob", "Target", "check_job_id", "get_target", "target_class"]

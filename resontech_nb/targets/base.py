@@ -59,6 +59,12 @@ class Target(ABC):
         endpoints); raise the package's error naming the fix. Targets that need nothing keep this no-op."""
         return None
 
+    @classmethod
+    def warm_up(cls) -> None:
+        """Start ahead what this target's next job needs at its start (in the background; returns at once).
+        Targets with nothing to start keep this no-op."""
+        return None
+
     @abstractmethod
     def submit(self, built: BuiltJob) -> Job:
         """Start the job; return its handle without waiting for it to finish."""

@@ -142,6 +142,20 @@ def sites_at_once(sites: int, environ: dict[str, str] | None = None) -> int:
     return max(1, min(sites, pool))
 
 
+def simulator_env(sites: int) -> dict[str, str]:
+    """The simulator's environment: ours without the password, each site's torch limited to its share of the
+    cores (all sites train on this machine at once; torch's default of every core per site makes them
+    contend), and glibc's malloc held to 2 arenas (NVFlare's many threads each get an arena otherwise, and
+    each keeps the memory freed in it: a 45 M-parameter job's server peaked at 2.4 GB instead of 1.8 GB, its
+    sites at 1.3 GB instead of 1.1 GB, at the same speed). Values the user set are kept."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("RESONTECH_PASSWORD", None)  # the job never needs it
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cores // max(1, sites))))
+    env.setdefault("MALLOC_ARENA_MAX", "2")
+    return env
+
+
 def simulator_command(
     job_folder: str | Path, workspace: str | Path, sites: list[str], threads: int | None = None
 ) -> list[str]:
@@ -153,16 +167,26 @@ def simulator_command(
     ]  # fmt: skip
 
 
+def import_ahead() -> None:
+    """Import what every job's simulator imports before it runs: torch, NVFlare's simulator, server and site, and
+    what the default training loop imports (``training_imports``). A warm process (``warm``) does it before the
+    job exists."""
+    import torch  # noqa: F401 - once, for the server and every site's worker: NVFlare and we fork them from here
+    from nvflare.fuel.f3.cellnet import connector_manager  # noqa: F401
+    from nvflare.private.fed.app.simulator import simulator, simulator_runner, simulator_worker  # noqa: F401
+    from nvflare.private.fed.app.utils import version_check  # noqa: F401
+    from nvflare.private.fed.client import client_runner  # noqa: F401 - a site's, likewise
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import gc
     import importlib
 
-    import torch  # noqa: F401 - once, for the server and every site's worker: NVFlare and we fork them from here
+    import_ahead()
     from nvflare.fuel.f3.cellnet import connector_manager
-    from nvflare.private.fed.app.simulator import simulator, simulator_runner, simulator_worker  # noqa: F401
+    from nvflare.private.fed.app.simulator import simulator, simulator_runner
     from nvflare.private.fed.app.utils import version_check
-    from nvflare.private.fed.client import client_runner  # noqa: F401 - a site's, likewise
 
     version_check()
     shorten_polls(simulator_runner)
