@@ -122,6 +122,9 @@ def figures(rounds: list[dict], called_at: float, ended_at: float, sites: int, a
     }
 
 
+FLOWER_CPUS_PER_CLIENT = 1.0  # --flower-cpus-per-client: Ray CPUs per client (1: two at once on 2 cores)
+
+
 def run_flower(flower_python: str, tmp: Path, rounds: int, sites: int, millions: float, sample: bool) -> dict:
     out = tmp / f"flower-{rounds}-{sites}-{millions}.json"
     out.unlink(missing_ok=True)
@@ -134,6 +137,8 @@ def run_flower(flower_python: str, tmp: Path, rounds: int, sites: int, millions:
         str(sites),
         "--millions",
         str(millions),
+        "--cpus-per-client",
+        str(FLOWER_CPUS_PER_CLIENT),
         "--out",
         str(out),
     ]
@@ -239,8 +244,13 @@ def main() -> None:
     parser.add_argument("--many-rounds", type=int, default=4, help="rounds of d's run")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 repeat (figures are not measurements)")
     parser.add_argument("--flower-python", default=DEFAULT_FLOWER_PYTHON, help="python of Flower's own venv")
+    parser.add_argument(
+        "--flower-cpus-per-client", type=float, default=1.0, help="Ray CPUs per Flower client (Flower's default: 2)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results/flower_side_by_side.json")
     args = parser.parse_args()
+    global FLOWER_CPUS_PER_CLIENT
+    FLOWER_CPUS_PER_CLIENT = args.flower_cpus_per_client
     if not Path(args.flower_python).is_file():
         sys.exit(
             f"no Flower python at {args.flower_python}: make Flower's venv with `bash bench/flower_venv.sh` "
