@@ -3,7 +3,8 @@
 Run by the Flower venv's python (``bench/flower_venv.sh`` makes it), never the project's: it imports flwr, torch and
 ``bench_models`` (torch only), nothing of resontech_nb. The same shapes as our side: the same model class
 (``BenchNet``, or ``ScaledNet`` of ``--millions`` million parameters), the same trivial update (add 0.01 to every
-weight, 10 samples), every site in every round, no evaluation, FedAvg.
+weight, 10 samples, applied to the global state_dict as tensors: no model built in a round, as our site does
+for a custom training function), every site in every round, no evaluation, FedAvg.
 
 Flower's legacy strategy API in a ``ServerApp`` (``ServerAppComponents``) and a ``NumPyClient`` in a ``ClientApp``,
 run by ``flwr.simulation.run_simulation`` (Ray backend, ``--cpus-per-client`` CPUs per client: 1 lets two clients
@@ -79,9 +80,10 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
 
     class BenchClient(NumPyClient):
         def fit(self, parameters, config):  # noqa: ANN001, ANN202
-            site = net()  # as our site: the model class, the global weights loaded into it, the update
-            site.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in zip(keys, parameters, strict=True)})
-            out = bench_models.bench_train({"initial_weights": site.state_dict()})
+            # as our site gives a custom training function the global weights: a state_dict of tensors (here
+            # sharing the arrays' memory), no model built in the round
+            weights = {k: torch.from_numpy(np.asarray(v)) for k, v in zip(keys, parameters, strict=True)}
+            out = bench_models.bench_train({"initial_weights": weights})
             return [v.numpy() for v in out["weights"].values()], out["samples"], {"loss": 1.0}
 
     def client_fn(context: Context):  # noqa: ANN202
