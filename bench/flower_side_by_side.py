@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -123,6 +124,11 @@ def figures(rounds: list[dict], called_at: float, ended_at: float, sites: int, a
 
 
 FLOWER_CPUS_PER_CLIENT = 1.0  # --flower-cpus-per-client: Ray CPUs per client (1: two at once on 2 cores)
+RUN_TIMEOUT_S = 600.0  # --run-timeout: a run still going after this is stopped and recorded as failed
+
+
+class RunFailed(Exception):
+    """One run did not finish: recorded in the JSON, the bench goes on."""
 
 
 def run_flower(flower_python: str, tmp: Path, rounds: int, sites: int, millions: float, sample: bool) -> dict:
@@ -145,13 +151,21 @@ def run_flower(flower_python: str, tmp: Path, rounds: int, sites: int, millions:
     log_path = tmp / f"{out.stem}.log"
     popen_at = time.time()
     with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=_flower_env())
+        # its own session: Ray's GCS, raylet and workers go with it if it has to be stopped
+        proc = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env=_flower_env(), start_new_session=True
+        )
         with PeakPss(proc.pid if sample else None) as peak:
-            code = proc.wait()
+            try:
+                code = proc.wait(timeout=RUN_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise RunFailed(f"Flower's run still going after {RUN_TIMEOUT_S:g} s: stopped") from None
     exited_at = time.time()
     if code != 0 or not out.is_file():
         tail = log_path.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"Flower's run failed (exit {code}); its output ends with:\n{tail}")
+        raise RunFailed(f"Flower's run failed (exit {code}); its output ends with:\n{tail}")
     got = json.loads(out.read_text())
     row = figures(got["rounds"], got["called_at"], got["returned_at"], sites, rounds)
     row.update(
@@ -182,10 +196,15 @@ def run_ours(tmp: Path, shards: list[Path], rounds: int, net: type, sample: bool
     job = submit(spec, shards, training=TrainingConfig(img_size=16), federation=federation)
     job.poll_interval = 0.05  # FINISHED as soon as the job's state says so, not a second later
     with PeakPss(job.pid if sample else None) as peak:
-        status = job.wait(timeout=1800, progress=False)
+        try:
+            status = job.wait(timeout=RUN_TIMEOUT_S, progress=False)
+        except TimeoutError:
+            done = len(job.rounds)
+            job.abort()
+            raise RunFailed(f"our job still running after {RUN_TIMEOUT_S:g} s ({done} rounds done): aborted") from None
     ended_at = time.time()
     if status != "FINISHED":
-        raise RuntimeError(f"our job ended {status}: {job.error}; its log: {job.log_path}")
+        raise RunFailed(f"our job ended {status}: {job.error}")
     records = [{"round": r.round, "started_at": r.started_at, "finished_at": r.finished_at} for r in job.rounds]
     row = figures(records, called_at, ended_at, len(shards), rounds)
     row["rounds_complete"] = sum(1 for r in job.rounds if len(r.participants) == len(shards))
@@ -203,8 +222,8 @@ def shapes(smoke: bool, hi: int, large_rounds: int, many_rounds: int) -> dict[st
     }
 
 
-def summarise(name: str, runs: dict[str, list[dict]], hi: int) -> dict:
-    """Medians over repeats of each side's figures for shape ``name``."""
+def summarise(name: str, runs: dict[str, list[dict]], long_rounds: int) -> dict:
+    """Medians over repeats of each side's figures for shape ``name`` (failed runs are not among ``runs``)."""
 
     def med(values: list) -> float | None:
         values = [v for v in values if v is not None]
@@ -213,15 +232,15 @@ def summarise(name: str, runs: dict[str, list[dict]], hi: int) -> dict:
     out: dict = {}
     for side in SIDES:
         rows = runs.get(side, [])
-        longest = [r for r in rows if r["rounds_asked"] == max((x["rounds_asked"] for x in rows), default=0)]
+        longest = [r for r in rows if r["rounds_asked"] == long_rounds]
         short = [r for r in rows if r["rounds_asked"] == LO]
         fig: dict = {}
         if name in ("a", "c", "d"):
             fig["per_round_median_gap_s"] = med([r["round_gap_median_s"] for r in longest])
-        if name == "a" and short and len(longest) == len(short):
-            per = [
-                (lg["total_s"] - s["total_s"]) / (lg["rounds_asked"] - LO) for lg, s in zip(longest, short, strict=True)
-            ]
+        if name == "a":  # the long and the short run of the same repeat
+            short_of = {r["repeat"]: r for r in short}
+            per = [(lg["total_s"] - short_of[lg["repeat"]]["total_s"]) / (long_rounds - LO)
+                   for lg in longest if lg["repeat"] in short_of]  # fmt: skip
             fig["per_round_whole_runs_s"] = med(per)
         if name in ("a", "b"):
             fig["to_first_round_end_s"] = med([r["to_first_round_end_s"] for r in short])
@@ -247,10 +266,12 @@ def main() -> None:
     parser.add_argument(
         "--flower-cpus-per-client", type=float, default=1.0, help="Ray CPUs per Flower client (Flower's default: 2)"
     )
+    parser.add_argument("--run-timeout", type=float, default=600.0, help="seconds before a run counts as failed")
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results/flower_side_by_side.json")
     args = parser.parse_args()
-    global FLOWER_CPUS_PER_CLIENT
+    global FLOWER_CPUS_PER_CLIENT, RUN_TIMEOUT_S
     FLOWER_CPUS_PER_CLIENT = args.flower_cpus_per_client
+    RUN_TIMEOUT_S = args.run_timeout
     if not Path(args.flower_python).is_file():
         sys.exit(
             f"no Flower python at {args.flower_python}: make Flower's venv with `bash bench/flower_venv.sh` "
@@ -300,6 +321,7 @@ def main() -> None:
         "shapes": {name: table[name] for name in only},
         "save_load_s": {},
         "runs": {name: {side: [] for side in SIDES} for name in only},
+        "failed": [],
     }
     started = time.perf_counter()
     # a and b share the 2-round runs: run each (shape, rounds) once per repeat and side
@@ -334,17 +356,23 @@ def main() -> None:
                         end=" ",
                         flush=True,
                     )
-                    if side == "flower":
-                        row = run_flower(args.flower_python, tmp_path, rounds, sites, millions, sample)
-                    else:
-                        row = run_ours(tmp_path, shard_sets[sites], rounds, nets[millions], sample)
+                    try:
+                        if side == "flower":
+                            row = run_flower(args.flower_python, tmp_path, rounds, sites, millions, sample)
+                        else:
+                            row = run_ours(tmp_path, shard_sets[sites], rounds, nets[millions], sample)
+                    except RunFailed as exc:
+                        print(f"FAILED: {exc}", flush=True)
+                        failed = {"side": side, "repeat": repeat, "sites": sites, "millions": millions}
+                        results["failed"].append({**failed, "rounds": rounds, "why": str(exc)})
+                        continue
                     row["repeat"] = repeat
                     print(f"gap {row['round_gap_median_s']} s, total {row['total_s']} s", flush=True)
                     for name in names:
                         results["runs"][name][side].append(row)
     results["machine"]["loadavg_end"] = os.getloadavg()
     results["bench_wall_s"] = round(time.perf_counter() - started, 1)
-    results["summary"] = {name: summarise(name, results["runs"][name], args.hi) for name in only}
+    results["summary"] = {name: summarise(name, results["runs"][name], max(table[name]["rounds"])) for name in only}
     for name, summary in results["summary"].items():
         yard = results["save_load_s"].get(f"{table[name]['millions']:g}M") if name == "c" else None
         if yard:
@@ -369,6 +397,9 @@ def print_table(results: dict) -> None:
             f, o = summary["flower"].get(key), summary["ours"].get(key)
             ratio = f"{f / o:.2f}" if f and o else "-"
             print(f"{name:6s} {key:28s} {f!s:>10s} {o!s:>10s} {ratio:>12s}")
+    for failed in results["failed"]:
+        print(f"failed: {failed['side']} repeat {failed['repeat'] + 1}, {failed['sites']} sites, "
+              f"{failed['rounds']} rounds: {failed['why'][:200]}")  # fmt: skip
 
 
 if __name__ == "__main__":
