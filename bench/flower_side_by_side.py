@@ -339,8 +339,8 @@ def main() -> None:
                 nets[millions] = (
                     bench_models.scaled_net_module(millions, tmp_path).ScaledNet if millions else bench_models.BenchNet
                 )
-                if millions >= 1:
-                    results["save_load_s"][f"{millions:g}M"] = round(save_load_s(nets[millions]()), 4)
+        # the yardstick of c, measured in every repeat just before c's runs (a busy machine slows it as well)
+        yardsticks = {table["c"]["millions"]: nets[table["c"]["millions"]]()} if "c" in only else {}
         shard_sets = {
             sites: make_synthetic_shards(
                 tmp_path / f"shards-{sites}", n_clients=sites, samples_per_client=[4] * sites, img_size=8
@@ -350,6 +350,9 @@ def main() -> None:
         for repeat in range(repeats):
             order = SIDES if repeat % 2 == 0 else SIDES[::-1]
             for (sites, millions, rounds, sample), names in plan.items():
+                if "c" in names and millions in yardsticks:
+                    runs = results["save_load_s"].setdefault(f"{millions:g}M", {"runs": []})["runs"]
+                    runs.append(round(save_load_s(yardsticks[millions]), 4))
                 for side in order:
                     print(
                         f"repeat {repeat + 1}/{repeats} {side:6s} {sites} sites {millions:g} M {rounds} rounds",
@@ -376,6 +379,7 @@ def main() -> None:
     for name, summary in results["summary"].items():
         yard = results["save_load_s"].get(f"{table[name]['millions']:g}M") if name == "c" else None
         if yard:
+            yard["median"] = yard = round(statistics.median(yard["runs"]), 4)
             for side in SIDES:
                 gap = summary[side].get("per_round_median_gap_s")
                 summary[side]["per_round_over_save_load"] = round(gap / yard, 2) if gap else None
