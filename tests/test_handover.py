@@ -93,3 +93,43 @@ def test_sites_taking_turns_on_a_pool_average_exactly(tmp_path, monkeypatch):
     assert [sorted(r.participants) for r in job.rounds] == [sorted(fl_models.SAMPLES)] * 2
     logs = "\n".join(p.read_text() for p in job.workspace.glob("site-*/**/log.txt"))
     assert logs.count("ClientTaskWorker started to run") > 3  # the sites took turns: a worker per turn
+
+
+def _names_received(build_ctx: dict, names: list[str]) -> list[str]:
+    """NVFlare's runner starting sites from threads (``do_one_task``): each writes its site's name into the
+    runner's build context, then sends the context to its worker; all write before any sends here."""
+    import threading
+    from multiprocessing import Pipe
+
+    barrier = threading.Barrier(len(names))
+    received: dict[str, str] = {}
+
+    def site_thread(name: str) -> None:
+        build_ctx["client_name"] = name
+        barrier.wait()  # every other thread writes its name before this one sends
+        ours, worker = Pipe()
+        ours.send({"build_ctx": build_ctx})  # pickled, as NVFlare's conn.send to the site's worker
+        received[name] = worker.recv()["build_ctx"]["client_name"]
+
+    threads = [threading.Thread(target=site_thread, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [received[name] for name in names]
+
+
+def test_each_site_thread_sends_its_own_name_to_its_worker(tmp_path):
+    import argparse
+
+    from nvflare.private.fed.app.simulator import simulator_runner
+
+    names = [f"site-{i}" for i in range(1, 17)]
+    assert len(set(_names_received({"x": 1}, names))) < len(names)  # NVFlare's shared dict: workers get others' names
+    simulator.own_client_names(simulator_runner)
+    runner = simulator_runner.SimulatorClientRunner(
+        "", argparse.Namespace(workspace=str(tmp_path), set=[]), [], {}, argparse.Namespace(), {"x": 1}
+    )
+    assert isinstance(runner.build_ctx, simulator.ThreadClientContext)
+    assert _names_received(runner.build_ctx, names) == names
+    assert runner.build_ctx["x"] == 1 and "client_name" not in runner.build_ctx  # this thread set none

@@ -34,6 +34,12 @@ CPU-seconds, 4 of them three imports of torch and NVFlare. Likewise ``torch._dyn
 imports when the first one is made (1.5 CPU-seconds in every site's first round), when the job's training makes
 one (``training_imports``).
 
+NVFlare's runner starts each site from a thread of its own, and every thread writes its site's name into one
+dictionary the runner shares between them (``build_ctx["client_name"]``) and then sends that dictionary to its
+site's worker. When another thread writes its name in between (64 sites on two cores loaded by other work), a
+worker starts under another site's name: two workers then claim that site and one site never answers, so round 0
+waits forever. Here each thread sees its own ``client_name`` in that dictionary (``ThreadClientContext``).
+
 Run as ``python -m resontech_nb.targets.local.simulator <the arguments of NVFlare's simulator>``.
 """
 
@@ -59,6 +65,69 @@ SITES_AT_ONCE_ENV = "RESONTECH_SITES_AT_ONCE"
 NVFLARE_SITE_WORKER = "nvflare.private.fed.app.simulator.simulator_worker"
 SITE_WORKER = "resontech_nb.targets.local.site_worker"
 SHM_ENV = "RESONTECH_SHM_WEIGHTS"
+
+
+class ThreadClientContext(dict):
+    """NVFlare's build context with ``client_name`` kept per thread: what a thread set is what it reads and what
+    goes to its site's worker (pickled as a plain ``dict``)."""
+
+    NAME = "client_name"
+
+    def __init__(self, base: dict | None = None) -> None:
+        super().__init__(base or {})
+        self._local = threading.local()
+
+    def _own(self) -> dict:
+        found = dict(self)
+        if hasattr(self._local, "name"):
+            found[self.NAME] = self._local.name
+        return found
+
+    def __setitem__(self, key, value) -> None:
+        if key == self.NAME:
+            self._local.name = value
+        else:
+            super().__setitem__(key, value)
+
+    def __getitem__(self, key):
+        if key == self.NAME and hasattr(self._local, "name"):
+            return self._local.name
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        return self[key] if key in self._own() else default
+
+    def __contains__(self, key) -> bool:
+        return key in self._own()
+
+    def items(self):
+        return self._own().items()
+
+    def copy(self) -> dict:
+        return self._own()
+
+    def __reduce__(self):
+        return (dict, (self._own(),))
+
+    def __deepcopy__(self, memo) -> dict:
+        import copy
+
+        return copy.deepcopy(self._own(), memo)
+
+
+def own_client_names(simulator_runner: types.ModuleType) -> None:
+    """Give each of the runner's site threads its own ``build_ctx["client_name"]`` (``ThreadClientContext``)."""
+    runner_class = simulator_runner.SimulatorClientRunner
+    if getattr(runner_class, "_rt_own_client_names", False):
+        return
+    init = runner_class.__init__
+
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.build_ctx = ThreadClientContext(self.build_ctx)
+
+    runner_class.__init__ = __init__
+    runner_class._rt_own_client_names = True
 
 
 def shared_weights(environ: dict[str, str] | None = None) -> bool:
@@ -191,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     version_check()
     shorten_polls(simulator_runner)
     shorten_polls(connector_manager, LISTENER_WAIT_S)
+    own_client_names(simulator_runner)
     if handover.enabled():  # the server (this process's fork) hands tasks to waiting sites at once
         handover.install_server()
     parser = argparse.ArgumentParser(prog="python -m resontech_nb.targets.local.simulator")
