@@ -255,3 +255,27 @@ def test_a_site_gives_the_memory_of_freed_pieces_back_to_the_system():
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["trimmed"] and out["held"] > 180  # freed, but still resident
     assert out["after"] < out["held"] - 150, out
+
+
+def test_the_model_of_the_final_validation_task_is_marked(tmp_path):
+    """NVFlare's GlobalModelEval / CrossSiteModelEval load the model into each validate task just before it goes
+    out; ours mark it there (the round's train tasks are marked by RTScatterAndGather)."""
+    from nvflare.apis.controller_spec import ClientTask, Task
+    from nvflare.apis.shareable import Shareable
+
+    import rt_workflow
+
+    model = weights()
+
+    class Loaded:  # what NVFlare's _before_send_validate_task_cb leaves in the task (cross_site_model_eval.py)
+        def _before_send_validate_task_cb(self, client_task, fl_ctx):
+            client_task.task.data = DXO(DataKind.WEIGHTS, model).to_shareable()
+
+    class Eval(rt_workflow.RawValidationTask, Loaded):
+        pass
+
+    task = ClientTask(None, Task("validate", Shareable()))
+    Eval()._before_send_validate_task_cb(task, None)
+    assert isinstance(from_shareable(task.task.data).data["fc.weight"], rt_arrays.WireArray)
+    assert issubclass(rt_workflow.RTGlobalModelEval, rt_workflow.RawValidationTask)
+    assert issubclass(rt_workflow.RTCrossSiteModelEval, rt_workflow.RawValidationTask)

@@ -21,8 +21,8 @@ from ..config.settings import FederationConfig
 APP = "app"
 AGGREGATOR = "rt_aggregator.RTWeightedAggregator"  # NVFlare's InTimeAccumulateWeightedAggregator, summing in place
 RAW_WEIGHTS = {"id": "raw_weights", "path": "rt_arrays.RawWeightsFormat", "args": {}}  # on every side: see rt_arrays
-GLOBAL_MODEL_EVAL = "nvflare.app_common.workflows.global_model_eval.GlobalModelEval"
-CROSS_SITE_EVAL = "nvflare.app_common.workflows.cross_site_model_eval.CrossSiteModelEval"
+GLOBAL_MODEL_EVAL = "rt_workflow.RTGlobalModelEval"  # NVFlare's GlobalModelEval, its model sent raw
+CROSS_SITE_EVAL = "rt_workflow.RTCrossSiteModelEval"  # NVFlare's CrossSiteModelEval, each model sent raw
 
 
 def meta(federation: FederationConfig) -> dict[str, Any]:

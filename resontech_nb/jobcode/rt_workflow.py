@@ -15,7 +15,9 @@ workflow (``ScatterAndGatherScaffold``, which sends the global control variates 
 the mean of the sites' control deltas).
 
 Just before a train task goes out, its weights are marked to travel as raw bytes (``rt_wire.raw_task``,
-``rt_arrays``), which also spares NVFlare's deep copy of a broadcast task's data.
+``rt_arrays``), which also spares NVFlare's deep copy of a broadcast task's data. The model that NVFlare's
+global-model and cross-site evaluation send after the last round travels the same way (``RTGlobalModelEval``,
+``RTCrossSiteModelEval``).
 Shipped in the job's ``custom/`` folder; plain NVFlare + torch.
 """
 
@@ -25,6 +27,8 @@ from nvflare.apis.controller_spec import ClientTask
 from nvflare.apis.fl_constant import ReturnCode
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.impl.bcast_manager import _KEY_MIN_RESPS
+from nvflare.app_common.workflows.cross_site_model_eval import CrossSiteModelEval
+from nvflare.app_common.workflows.global_model_eval import GlobalModelEval
 from nvflare.app_common.workflows.scatter_and_gather import ScatterAndGather
 from nvflare.app_common.workflows.scatter_and_gather_scaffold import ScatterAndGatherScaffold
 from rt_wire import raw_task
@@ -65,3 +69,21 @@ class RTScatterAndGatherScaffold(GoodAnswers, ScatterAndGatherScaffold):
     def __init__(self, memory_gc_rounds: int = 1, **kwargs) -> None:  # noqa: ANN003 - ScatterAndGatherScaffold's
         super().__init__(**kwargs)
         self._memory_gc_rounds = memory_gc_rounds
+
+
+class RawValidationTask:
+    """Mixed in before NVFlare's evaluation workflows: the model a validate task carries travels raw."""
+
+    def _before_send_validate_task_cb(self, client_task: ClientTask, fl_ctx: FLContext) -> None:
+        super()._before_send_validate_task_cb(client_task, fl_ctx)  # loads the model into the task's data
+        if client_task.task.data is not None and client_task.task.data.get("DXO") is not None:
+            raw_task(client_task.task.data)
+
+
+class RTGlobalModelEval(RawValidationTask, GlobalModelEval):
+    """NVFlare's GlobalModelEval (the final global model validated on every site), its model sent raw."""
+
+
+class RTCrossSiteModelEval(RawValidationTask, CrossSiteModelEval):
+    """NVFlare's CrossSiteModelEval (every model on every site), each model sent raw."""
+
