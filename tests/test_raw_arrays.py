@@ -260,10 +260,9 @@ def test_a_site_gives_the_memory_of_freed_pieces_back_to_the_system():
 def test_the_model_of_the_final_validation_task_is_marked(tmp_path):
     """NVFlare's GlobalModelEval / CrossSiteModelEval load the model into each validate task just before it goes
     out; ours mark it there (the round's train tasks are marked by RTScatterAndGather)."""
+    import rt_workflow
     from nvflare.apis.controller_spec import ClientTask, Task
     from nvflare.apis.shareable import Shareable
-
-    import rt_workflow
 
     model = weights()
 
