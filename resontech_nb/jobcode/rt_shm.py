@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-SHM_DIR_ENV = "RT_SHM_DIR"  # the job's own folder under /dev/shm (job plumbing, not a setting); unset: NVFlare's transport
+SHM_DIR_ENV = "RT_SHM_DIR"  # the job's folder under /dev/shm (job plumbing, not a setting); unset: NVFlare's transport
 SHM_ROOT = "/dev/shm"
 DIR_PREFIX = "resontech-weights-"
 MAGIC = b"RTSHM1\n"
