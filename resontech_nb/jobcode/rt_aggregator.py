@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from nvflare.apis.fl_context import FLContext
+from nvflare.apis.shareable import Shareable
 from nvflare.app_common.aggregators.intime_accumulate_model_aggregator import InTimeAccumulateWeightedAggregator
 from nvflare.app_common.aggregators.weighted_aggregation_helper import WeightedAggregationHelper
 
@@ -200,6 +202,21 @@ class InPlaceWeightedSum(WeightedAggregationHelper):
 
 class RTWeightedAggregator(InTimeAccumulateWeightedAggregator):
     """``InTimeAccumulateWeightedAggregator`` (same arguments) whose sums run in place."""
+
+    REUSE_NOTE = "running totals summed into reused buffers"  # logged once a run, when it first happens
+
+    def aggregate(self, fl_ctx: FLContext) -> Shareable:
+        result = super().aggregate(fl_ctx)
+        if not getattr(self, "_reuse_noted", False):
+            reused = sum(
+                part.aggregation_helper.totals.reused
+                for part in self.dxo_aggregators.values()
+                if isinstance(part.aggregation_helper, InPlaceWeightedSum)
+            )
+            if reused:
+                self._reuse_noted = True
+                self.log_info(fl_ctx, f"{self.REUSE_NOTE}: {reused} arrays this round")
+        return result
 
     def _initialize(self, aggregation_weights, exclude_vars, expected_data_kind):  # noqa: ANN001 - at START_RUN
         super()._initialize(aggregation_weights, exclude_vars, expected_data_kind)
