@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_context import FLContext
 from nvflare.app_common.aggregators.weighted_aggregation_helper import WeightedAggregationHelper
@@ -79,3 +80,86 @@ def test_every_part_of_the_aggregator_sums_in_place(kind):
     for part in aggregator.dxo_aggregators.values():
         assert isinstance(part.aggregation_helper, rt_aggregator.InPlaceWeightedSum)
         assert part.aggregation_helper.exclude_vars.pattern == "skip"
+
+
+BIG_KEYS = ("big", "big64", "fc.weight", "half", "bn.num_batches_tracked")
+
+
+def big_update(seed: int, keys: tuple[str, ...] = BIG_KEYS) -> dict:
+    """Arrays longer than a slice of the in-place sum (``rt_aggregator.SLICE``), with the small ones of ``updates``."""
+    rng = np.random.default_rng(100 + seed)
+    data = {**updates(seed)}
+    data["big"] = rng.normal(size=(3, rt_aggregator.SLICE + 17)).astype(np.float32)  # not a whole number of slices
+    data["big"].flags.writeable = False  # as received: a read-only view of the message's bytes
+    data["big64"] = rng.normal(size=(2 * rt_aggregator.SLICE + 1,))
+    return {k: v for k, v in data.items() if k in keys}
+
+
+# (contributors, keys each sends): a site failing mid-round sends nothing; one leaving out a key sends the rest
+ROUNDS = [
+    ({1: None, 2: None, 3: None}),
+    ({2: None}),  # sites 1 and 3 failed mid-round
+    ({1: None, 3: ("big", "half", "bn.num_batches_tracked")}),  # site 3's update lacks some keys
+    ({3: None, 1: None}),
+    ({1: None, 2: None}),
+    ({2: None, 3: None, 1: None}),
+]
+SAMPLES = {1: 10.0, 2: 30.0, 3: 1 / 3}
+
+
+def run_rounds(helper: WeightedAggregationHelper, hold: set[int]) -> list[dict]:
+    results = []
+    for number, contributors in enumerate(ROUNDS):
+        for site, keys in contributors.items():
+            update = big_update(10 * number + site) if keys is None else big_update(10 * number + site, keys)
+            helper.add(update, SAMPLES[site], f"site-{site}", number)
+        result = helper.get_result()
+        # a round's model is held (by the next task, a filter, the persistor) or dropped, as the workflow does
+        results.append((result, {k: np.array(v, copy=True) for k, v in result.items()}, helper.last_aggregation_stats))
+        if number - 1 not in hold and number > 0:
+            results[number - 1] = (None, *results[number - 1][1:])
+    return results
+
+
+@pytest.mark.parametrize("weigh", [True, False])
+def test_totals_summed_into_reused_buffers_are_nvflares_bit_for_bit_round_after_round(weigh):
+    ours = rt_aggregator.InPlaceWeightedSum(exclude_vars="skip", weigh_by_local_iter=weigh)
+    theirs = WeightedAggregationHelper(exclude_vars="skip", weigh_by_local_iter=weigh)
+    held = {1, 4}
+    mine, reference = run_rounds(ours, held), run_rounds(theirs, held)
+    assert ours.totals.reused > 0  # buffers of earlier rounds were summed into again
+    for number, (ours_then, theirs_then) in enumerate(zip(mine, reference, strict=True)):
+        (result, at_the_time, stats), (_, expected, their_stats) = ours_then, theirs_then
+        assert sorted(at_the_time) == sorted(expected), number
+        assert stats == their_stats, number
+        for key, value in expected.items():
+            np.testing.assert_array_equal(at_the_time[key], value, strict=True, err_msg=f"round {number} {key}")
+            if result is not None:  # a model still held was never written over by a later round
+                np.testing.assert_array_equal(result[key], value, strict=True, err_msg=f"held {number} {key}")
+
+
+def test_a_buffer_is_reused_only_once_nothing_refers_to_the_model_it_held():
+    helper = rt_aggregator.InPlaceWeightedSum()
+
+    def round_of(seed: int) -> dict:
+        helper.add(big_update(seed), 2.0, "site-1", seed)
+        helper.add(big_update(seed + 1), 1.0, "site-2", seed)
+        return helper.get_result()
+
+    first = round_of(0)
+    as_sent = torch.from_numpy(np.asarray(first["big"]).view())  # a tensor over a view, as a message or a file holds it
+    sent = as_sent.clone()
+    del first
+    second = round_of(1)  # the first model's buffer is referred to (by ``as_sent``): a new buffer
+    address = second["big"].ctypes.data
+    third = round_of(2)  # both are held: a third
+    assert not np.shares_memory(third["big"], as_sent.numpy())
+    assert not np.shares_memory(third["big"], second["big"])
+    assert torch.equal(as_sent, sent)  # nothing was summed into a model still referred to
+    # 3 arrays a round are summed in place; only "big" of the first model is still referred to
+    assert (helper.totals.made, helper.totals.reused) == (3 + 1 + 3, 2)
+    del as_sent, second
+    fourth = round_of(3)  # the second model is referred to no more: its buffer is summed into again
+    assert fourth["big"].ctypes.data == address
+    assert helper.totals.reused == 2 + 3
+    assert not np.shares_memory(fourth["big"], third["big"])

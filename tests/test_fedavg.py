@@ -14,6 +14,7 @@ from fl_models import expected_after
 from resontech_nb import FederationConfig, TrainingConfig, capture, make_synthetic_shards, submit
 from resontech_nb.dashboard import render_text, take_snapshot
 from resontech_nb.dashboard.snapshot import CELL_FAILED, CELL_TOOK_PART
+from resontech_nb.jobcode.rt_aggregator import RTWeightedAggregator
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +47,9 @@ def test_weighted_fedavg_is_exact(three_shards):
     for side in ("server", "site-1", "site-3"):
         log = "\n".join(p.read_text() for p in job.workspace.glob(f"{side}/**/log.txt"))
         assert "ArrayDownloadable" not in log, side
+    # from round 2 on, the sum goes into the buffers of round 0's model, which nothing refers to any more
+    server_log = "\n".join(p.read_text() for p in job.workspace.glob("server/**/log.txt"))
+    assert f"{RTWeightedAggregator.REUSE_NOTE}: " in server_log
 
 
 def test_a_failed_site_does_not_stop_the_job(three_shards):
