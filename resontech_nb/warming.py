@@ -12,6 +12,6 @@ from .targets import target_class
 def warm_up(target: str = "local") -> None:
     """Start ahead the clean process that checks a captured model (it imports torch), and what ``target``'s next
     job needs at its start: on ``local``, a simulator process that has imported torch and NVFlare, so that the
-    next job's first round comes 1-2.5 s sooner (off with ``RESONTECH_WARM=0``). Returns at once."""
+    next job's first round comes about 1.4 s sooner (off with ``RESONTECH_WARM=0``). Returns at once."""
     warm_up_preflight()
     target_class(target).warm_up()
