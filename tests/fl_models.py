@@ -192,3 +192,15 @@ def slow_logging_train(payload):
     """logging_train that takes 1.5 s a round, so a test can stop a tracking server mid-job."""
     time.sleep(1.5)
     return logging_train(payload)
+
+
+class WideNet(nn.Module):
+    """Default-loop image classifier whose weights (1.2 MB) are past the arrays a message carries inline."""
+
+    def __init__(self, num_classes: int = 4):
+        super().__init__()
+        self.hidden = nn.Linear(3 * 16 * 16, 400)
+        self.head = nn.Linear(400, num_classes)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.hidden(x.flatten(1))))

@@ -8,9 +8,9 @@ the same records as with NVFlare's polling (``RESONTECH_HANDOVER=0``). The model
 
 from __future__ import annotations
 
+import fl_models
 import pytest
 import torch
-import torch.nn as nn
 
 from resontech_nb import FederationConfig, TrainingConfig, capture, make_synthetic_shards, submit
 from resontech_nb.jobcode import rt_arrays
@@ -19,24 +19,14 @@ from resontech_nb.targets.local import handover, simulator
 pytestmark = pytest.mark.slow
 
 
-class WideNet(nn.Module):
-    def __init__(self, num_classes: int = 4):
-        super().__init__()
-        self.hidden = nn.Linear(3 * 16 * 16, 400)  # 1.2 MB of weights: past INLINE_BYTES
-        self.head = nn.Linear(400, num_classes)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.hidden(x.flatten(1))))
-
-
 def run(shards, monkeypatch, handover_on: bool):
     monkeypatch.setenv(handover.ENV, "1" if handover_on else "0")
     monkeypatch.setenv(simulator.SHM_ENV, "0")  # the raw download, not shared memory (tests/test_shm_weights.py)
     torch.manual_seed(0)
     job = submit(
-        capture(WideNet),
+        capture(fl_models.WideNet),
         shards,
-        initial_weights=WideNet().state_dict(),  # the same initial model both times
+        initial_weights=fl_models.WideNet().state_dict(),  # the same initial model both times
         training=TrainingConfig(img_size=16, local_epochs=1, batch_size=8, learning_rate=0.01),
         federation=FederationConfig(num_rounds=3, min_clients=2, wait_time_after_min_received=0, job_name="handover"),
     )
@@ -49,7 +39,7 @@ def records(job) -> list[tuple]:
 
 
 def test_handing_tasks_over_changes_no_weight_and_no_record(tmp_path, monkeypatch):
-    assert WideNet().hidden.weight.numel() * 4 > rt_arrays.INLINE_BYTES
+    assert fl_models.WideNet().hidden.weight.numel() * 4 > rt_arrays.INLINE_BYTES
     shards = make_synthetic_shards(tmp_path / "shards", n_clients=2, img_size=16, seed=5)
     fast = run(shards, monkeypatch, handover_on=True)
     polled = run(shards, monkeypatch, handover_on=False)
@@ -59,7 +49,7 @@ def test_handing_tasks_over_changes_no_weight_and_no_record(tmp_path, monkeypatc
         assert torch.equal(value, polled_weights[name]), name
     assert records(fast) == records(polled) and len(fast.rounds) == 3
     torch.manual_seed(0)
-    start = WideNet().state_dict()  # training happened: the job is not comparing two untouched models
+    start = fl_models.WideNet().state_dict()  # training happened: the job is not comparing two untouched models
     assert not all(torch.equal(fast_weights[k], start[k]) for k in start)
     for job in (fast, polled):  # the big array took the raw download both ways
         for side in ("server", "site-1"):
@@ -74,7 +64,6 @@ def test_the_hand_over_is_on_unless_switched_off():
 
 def test_sites_taking_turns_on_a_pool_average_exactly(tmp_path, monkeypatch):
     """3 sites, 2 at once (NVFlare's -t): each turn a worker forked by the zygote (site_fork.SiteZygote)."""
-    import fl_models
 
     from resontech_nb.targets.local.simulator import SITES_AT_ONCE_ENV
 

@@ -14,25 +14,15 @@ import signal
 import time
 from pathlib import Path
 
+import fl_models
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 from resontech_nb import FederationConfig, TrainingConfig, capture, make_synthetic_shards, submit
 from resontech_nb.jobcode import rt_arrays, rt_shm
 from resontech_nb.targets.local import simulator
 from resontech_nb.targets.processes import processes_using
-
-
-class WideNet(nn.Module):
-    def __init__(self, num_classes: int = 4):
-        super().__init__()
-        self.hidden = nn.Linear(3 * 16 * 16, 400)  # 1.2 MB of weights: past INLINE_BYTES
-        self.head = nn.Linear(400, num_classes)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.hidden(x.flatten(1))))
 
 
 def test_an_array_comes_back_as_it_went_a_read_only_view_of_an_unlinked_file(tmp_path):
@@ -95,9 +85,9 @@ def _run(shards, monkeypatch, shared: bool, rounds: int = 3):
     monkeypatch.setenv(simulator.SHM_ENV, "1" if shared else "0")
     torch.manual_seed(0)
     return submit(
-        capture(WideNet),
+        capture(fl_models.WideNet),
         shards,
-        initial_weights=WideNet().state_dict(),
+        initial_weights=fl_models.WideNet().state_dict(),
         training=TrainingConfig(img_size=16, local_epochs=1, batch_size=8, learning_rate=0.01),
         federation=FederationConfig(num_rounds=rounds, min_clients=2, wait_time_after_min_received=0, job_name="shm"),
     )
@@ -109,7 +99,7 @@ def _logs(job, side: str) -> str:
 
 @pytest.mark.slow
 def test_shared_memory_changes_no_weight_and_no_record_and_leaves_nothing(tmp_path, monkeypatch):
-    assert WideNet().hidden.weight.numel() * 4 > rt_arrays.INLINE_BYTES
+    assert fl_models.WideNet().hidden.weight.numel() * 4 > rt_arrays.INLINE_BYTES
     shards = make_synthetic_shards(tmp_path / "shards", n_clients=2, img_size=16, seed=5)
     jobs = {}
     for shared in (True, False):
@@ -124,7 +114,7 @@ def test_shared_memory_changes_no_weight_and_no_record_and_leaves_nothing(tmp_pa
     }
     assert records[True] == records[False] and len(records[True]) == 3
     torch.manual_seed(0)
-    start = WideNet().state_dict()
+    start = fl_models.WideNet().state_dict()
     assert not all(torch.equal(fast[k], start[k]) for k in start)  # it trained
     for side in ("server", "site-1"):
         assert "arrays through shared memory in /dev/shm/" in _logs(jobs[True], side), side
