@@ -9,7 +9,7 @@ from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_context import FLContext
 from nvflare.app_common.aggregators.weighted_aggregation_helper import WeightedAggregationHelper
 
-from resontech_nb.jobcode import rt_aggregator
+from resontech_nb.jobcode import rt_aggregator, rt_arrays, rt_shm
 
 
 def updates(seed: int) -> dict[str, np.ndarray]:
@@ -163,3 +163,37 @@ def test_a_buffer_is_reused_only_once_nothing_refers_to_the_model_it_held():
     assert fourth["big"].ctypes.data == address
     assert helper.totals.reused == 2 + 3
     assert not np.shares_memory(fourth["big"], third["big"])
+
+
+def test_on_the_local_target_a_total_is_a_shared_buffer_never_reused_while_a_site_reads_it(tmp_path, monkeypatch):
+    monkeypatch.setenv(rt_shm.SHM_DIR_ENV, str(tmp_path))  # as the local target's simulator sets it
+    helper = rt_aggregator.InPlaceWeightedSum()
+
+    def round_of(seed: int) -> dict:
+        helper.add(big_update(seed), 2.0, "site-1", seed)
+        helper.add(big_update(seed + 1), 1.0, "site-2", seed)
+        return helper.get_result()
+
+    first = round_of(0)
+    address = first["big"].ctypes.data
+    task = rt_arrays.mark(first)["big"]  # the next round's task: its file is named, not copied
+    reading = rt_shm.take(rt_shm.put(task, str(tmp_path), reuse=True), str(tmp_path))  # a site holds it
+    expected = reading.copy()
+    del first, task  # the workflow moved on: in this process nothing refers to the model any more
+    second = round_of(1)
+    second_address = second["big"].ctypes.data
+    del second
+    third = round_of(2)  # the second model's buffer is free: summed into; the first's is still read
+    assert address != second_address and third["big"].ctypes.data == second_address
+    assert np.array_equal(reading, expected)  # never summed into while the site could read it
+    del reading  # the site is done with it
+    fourth = round_of(3)  # the first model's buffer is free again: summed into
+    assert fourth["big"].ctypes.data == address
+    assert np.array_equal(third["big"], nvflare_round(2))  # and the third model, held, is untouched
+
+
+def nvflare_round(seed: int) -> np.ndarray:
+    helper = WeightedAggregationHelper()
+    helper.add(big_update(seed), 2.0, "site-1", seed)
+    helper.add(big_update(seed + 1), 1.0, "site-2", seed)
+    return helper.get_result()["big"]

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import os
+import zipfile
 
-from resontech_nb.jobcode import rt_files
+import numpy as np
+import torch
+from nvflare.apis.fl_context import FLContext
+from nvflare.app_common.abstract.model import make_model_learnable
+from nvflare.app_common.app_constant import AppConstants
+
+from resontech_nb.jobcode import rt_files, rt_persistor
 
 
 def write_text(path, text: str) -> None:
@@ -36,3 +43,30 @@ def test_without_the_swap_the_spare_replaces_the_file(tmp_path, monkeypatch):
         write_text(path, text)
         assert path.read_text() == text
         assert not (tmp_path / ".model.pt.spare").exists()
+
+
+def test_rounds_before_the_last_are_saved_without_zip_checksums_and_the_last_with_them(tmp_path):
+    path = tmp_path / "global_model.pt"
+
+    class Persistor(rt_persistor.RTModelPersistor):
+        def _model_path(self, fl_ctx: FLContext) -> str:
+            return str(path)
+
+    persistor = Persistor()
+    persistor._reference = {"w": (torch.Size([1000]), torch.float32)}  # the model's shapes, as from load_model
+    fl_ctx = FLContext()
+    fl_ctx.set_prop(AppConstants.START_ROUND, 1, private=True, sticky=False)  # a job resumed at round 1
+    fl_ctx.set_prop(AppConstants.NUM_ROUNDS, 3, private=True, sticky=False)
+    for number, checked in ((1, False), (2, False), (3, True)):
+        fl_ctx.set_prop(AppConstants.CURRENT_ROUND, number, private=True, sticky=False)
+        persistor.save_model(make_model_learnable({"w": np.full(1000, number, np.float32)}, {}), fl_ctx)
+        assert torch.equal(torch.load(path, weights_only=True)["w"], torch.full((1000,), float(number)))
+        assert (zipfile.ZipFile(path).testzip() is None) == checked, number
+    fl_ctx.remove_prop(AppConstants.CURRENT_ROUND)  # a workflow that says nothing of rounds: the checked kind
+    persistor.save_model(make_model_learnable({"w": np.zeros(1000, np.float32)}, {}), fl_ctx)
+    assert zipfile.ZipFile(path).testzip() is None
+    with rt_persistor.without_checksums():
+        pass
+    from torch.utils.serialization import config
+
+    assert config.save.compute_crc32  # the setting is back as it was

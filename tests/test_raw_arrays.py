@@ -257,6 +257,55 @@ def test_a_site_gives_the_memory_of_freed_pieces_back_to_the_system():
     assert out["after"] < out["held"] - 150, out
 
 
+KEEP_CHECK = r"""
+import json, resource, sys, threading
+sys.path.insert(0, sys.argv[1])
+import rt_pieces
+import torch
+
+torch.set_num_threads(1)
+model = [torch.rand(1024 * 1024) for _ in range(24)]  # 96 MB of 4 MB tensors
+kept = rt_pieces.keep_freed_memory(2 * 96 << 20) if sys.argv[2] == "keep" else None
+faults, updates = [], []
+
+
+def talk():  # NVFlare's threads allocate and free their messages meanwhile
+    chatter = [bytearray(1000) for _ in range(1000)]
+    del chatter
+
+
+for _ in range(6):  # a site's rounds: the task runs on the site's main thread, a new update of the whole model
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    updates.append([w + 0.01 for w in model])
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    other = threading.Thread(target=talk)
+    other.start()
+    other.join()
+    updates.clear()  # sent: the round's update is freed
+print(json.dumps({"kept": kept, "faults": faults, "pages": 24 * 1024 * 1024 * 4 // 4096}))
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="glibc's mallopt and Linux's fault counts",
+)
+def test_a_site_on_the_local_target_reuses_the_pages_of_its_last_update():
+    import json
+    import subprocess
+
+    from resontech_nb.jobcode import JOBCODE_DIR as jobcode
+
+    done = subprocess.run(
+        [sys.executable, "-c", KEEP_CHECK, str(jobcode), "keep"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["kept"] is True
+    assert out["faults"][0] > 0.9 * out["pages"]  # the first update faults its pages in
+    assert max(out["faults"][1:]) < 0.2 * out["pages"], out  # the later ones reuse them
+
+
 def test_the_model_of_the_final_validation_task_is_marked(tmp_path):
     """NVFlare's GlobalModelEval / CrossSiteModelEval load the model into each validate task just before it goes
     out; ours mark it there (the round's train tasks are marked by RTScatterAndGather)."""

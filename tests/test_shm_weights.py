@@ -9,6 +9,7 @@ its simulator is killed, and no process of the job is left either.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import time
@@ -25,7 +26,17 @@ from resontech_nb.targets.local import simulator
 from resontech_nb.targets.processes import processes_using
 
 
-def test_an_array_comes_back_as_it_went_a_read_only_view_of_an_unlinked_file(tmp_path):
+def _files(folder: Path) -> list[str]:
+    """The messages' files in ``folder`` (not the pool's)."""
+    return sorted(p.name for p in folder.iterdir() if p.is_file())
+
+
+def _pooled(folder: Path, size: int) -> list[int]:
+    pool = folder / f"{rt_shm.POOL_PREFIX}{size}"
+    return sorted(os.stat(p).st_ino for p in pool.iterdir()) if pool.is_dir() else []
+
+
+def test_an_array_comes_back_as_it_went_a_read_only_view_pooled_when_its_last_view_goes(tmp_path):
     arrays = [
         np.arange(12, dtype=np.float32).reshape(3, 4),
         np.arange(24, dtype=np.float64).reshape(4, 6).T,  # not contiguous
@@ -37,32 +48,121 @@ def test_an_array_comes_back_as_it_went_a_read_only_view_of_an_unlinked_file(tmp
     for array in arrays:
         reference = rt_shm.put(array, str(tmp_path))
         assert rt_shm.is_reference(reference) and len(reference) < 200
-        assert len(list(tmp_path.iterdir())) == 1
+        assert len(_files(tmp_path)) == 1
+        inode = os.stat(tmp_path / _files(tmp_path)[0]).st_ino
         back = rt_shm.take(reference, str(tmp_path))
-        assert list(tmp_path.iterdir()) == []  # unlinked on arrival: gone with the last view of it
         assert back.dtype == array.dtype and back.shape == array.shape and np.array_equal(back, array)
         assert not back.flags.writeable
+        if array.nbytes:
+            assert len(_files(tmp_path)) == 1 and _pooled(tmp_path, array.nbytes) == []  # held: never reused
+            view = back.reshape(-1)[:1]  # a view keeps the file out of the pool as well
+            del back
+            assert _pooled(tmp_path, array.nbytes) == []
+            del view
+        else:
+            del back
+        assert _files(tmp_path) == []  # the last view went: the file went to the pool (an empty one is removed)
+        assert _pooled(tmp_path, array.nbytes) == ([inode] if array.nbytes else [])
+        with pytest.raises(FileNotFoundError):
+            rt_shm.take(reference, str(tmp_path))  # taken once
     assert not rt_shm.is_reference(b"\x93NUMPY") and not rt_shm.is_reference(None)
-    with pytest.raises(FileNotFoundError):
-        rt_shm.take(reference, str(tmp_path))  # taken once
+    with pytest.raises(ValueError, match="not a message's file"):
+        rt_shm.take(rt_shm.MAGIC + b'{"name": "free-48", "dtype": "<f4", "shape": [12]}', str(tmp_path))
+
+
+def test_a_pooled_file_is_written_over_by_the_next_array_of_its_size_and_a_held_one_never(tmp_path):
+    folder = str(tmp_path)
+
+    def inode(reference: bytes) -> int:
+        return os.stat(tmp_path / json_name(reference)).st_ino
+
+    first_sent, held_sent = (rt_shm.put(np.full(1000, v, np.float32), folder) for v in (1.0, 2.0))
+    first_inode, held_inode = inode(first_sent), inode(held_sent)
+    first, held = rt_shm.take(first_sent, folder), rt_shm.take(held_sent, folder)
+    del first
+    assert _pooled(tmp_path, 4000) == [first_inode]
+    third = rt_shm.put(np.full(1000, 3.0, np.float32), folder)  # the pooled file, written over
+    assert _pooled(tmp_path, 4000) == [] and inode(third) == first_inode
+    fourth = rt_shm.put(np.full(1000, 4.0, np.float32), folder)  # the pool is empty and ``held`` is held: a new file
+    assert inode(fourth) not in (first_inode, held_inode)
+    other = rt_shm.put(np.zeros(10, np.float32), folder)  # another size never takes a pooled file
+    assert np.array_equal(held, np.full(1000, 2.0, np.float32))
+    for reference, value in ((third, 3.0), (fourth, 4.0), (other, 0.0)):
+        assert np.all(rt_shm.take(reference, folder) == value)
+
+
+def json_name(reference: bytes) -> str:
+    return json.loads(reference[len(rt_shm.MAGIC) :])["name"]
 
 
 def test_a_broadcast_array_is_written_once_while_its_first_file_waits(tmp_path):
     weights = rt_arrays.mark({"w": np.arange(1000, dtype=np.float32)})["w"]  # as in every site's copy of a task
     first, second = (rt_shm.put(weights, str(tmp_path), reuse=True) for _ in range(2))
-    names = sorted(p.name for p in tmp_path.iterdir())
+    names = _files(tmp_path)
     assert len(names) == 2 and len({os.stat(tmp_path / n).st_ino for n in names}) == 1  # one file, two names
-    for reference in (first, second):
-        back = rt_shm.take(reference, str(tmp_path))
-        assert np.array_equal(back, weights) and not back.flags.writeable
-    assert list(tmp_path.iterdir()) == []  # nothing kept
-    third = rt_shm.put(weights, str(tmp_path), reuse=True)  # the first file was taken: written again
+    inode = os.stat(tmp_path / names[0]).st_ino
+    one, two = (rt_shm.take(reference, str(tmp_path)) for reference in (first, second))
+    assert np.array_equal(one, weights) and np.array_equal(two, weights) and not one.flags.writeable
+    del one  # one site is done: its name goes, the file stays for the other, out of the pool
+    assert len(_files(tmp_path)) == 1 and _pooled(tmp_path, 4000) == []
+    assert rt_shm.put(np.zeros(1000, np.float32), str(tmp_path)) and np.array_equal(two, weights)
+    del two
+    assert _pooled(tmp_path, 4000) == [inode]  # the last name went: pooled
+    third = rt_shm.put(weights, str(tmp_path), reuse=True)  # its first name is gone: written again, not linked
     assert np.array_equal(rt_shm.take(third, str(tmp_path)), weights)
     other = rt_shm.put(rt_arrays.mark({"w": np.zeros(1000, np.float32)})["w"], str(tmp_path), reuse=True)
     assert not np.array_equal(rt_shm.take(other, str(tmp_path)), weights)
     del weights
     gc.collect()
     assert rt_shm._sent == {}  # forgotten with the arrays
+
+
+def test_a_buffer_is_sent_by_name_and_known_to_be_read_until_its_receivers_are_done(tmp_path):
+    folder = str(tmp_path)
+    total = rt_shm.buffer((10, 100), np.float32, folder)
+    total[:] = 5.0
+    (own,) = _files(tmp_path)
+    assert not rt_shm.linked(total)
+    as_sent = rt_arrays.mark({"w": torch.from_numpy(total).numpy()})["w"]  # as the workflow sends it: a view
+    references = [rt_shm.put(as_sent, folder, reuse=True) for _ in range(2)]
+    assert {os.stat(tmp_path / n).st_ino for n in _files(tmp_path)} == {os.stat(tmp_path / own).st_ino}  # no copy
+    assert rt_shm.linked(total)  # sent, not yet taken
+    received = [rt_shm.take(reference, folder) for reference in references]
+    assert all(np.all(r == 5.0) for r in received) and rt_shm.linked(total)
+    del received
+    assert not rt_shm.linked(total) and _files(tmp_path) == [own] and _pooled(tmp_path, 4000) == []
+    part = rt_shm.put(total[1:], folder)  # a part of a buffer is copied
+    assert os.stat(tmp_path / json_name(part)).st_ino != os.stat(tmp_path / own).st_ino
+    assert np.all(rt_shm.take(part, folder) == 5.0)
+    inode = os.stat(tmp_path / own).st_ino
+    del total, as_sent
+    gc.collect()
+    assert own not in _files(tmp_path) and inode in _pooled(tmp_path, 4000)  # the buffer's file, pooled
+    assert rt_shm.shared_copy(np.ones(10, np.float32), folder, least=40).base is not None
+    small = np.ones(10, np.float32)
+    assert rt_shm.shared_copy(small, folder, least=41) is small
+
+
+def test_a_forked_child_freeing_its_copies_pools_nothing_its_parent_reads(tmp_path):
+    folder = str(tmp_path)
+    total = rt_shm.buffer((1000,), np.float32, folder)
+    total[:] = 1.0
+    received = rt_shm.take(rt_shm.put(np.full(1000, 2.0, np.float32), folder), folder)
+    before = _files(tmp_path)
+    child = os.fork()  # as the local target forks its sites
+    if child == 0:
+        try:
+            del total, received
+            gc.collect()
+            os._exit(0 if rt_shm._owned == {} and rt_shm._finalizers == set() else 3)
+        finally:
+            os._exit(4)
+    assert os.waitpid(child, 0)[1] == 0
+    assert _files(tmp_path) == before and _pooled(tmp_path, 4000) == []  # nothing renamed under the parent
+    assert np.all(total == 1.0) and np.all(received == 2.0)
+    assert rt_shm._owned_path(total) is not None
+    del total, received
+    assert _files(tmp_path) == [] and len(_pooled(tmp_path, 4000)) == 2  # the parent's own frees still pool
 
 
 def test_folders_of_dead_simulators_are_swept_and_live_ones_kept(tmp_path):

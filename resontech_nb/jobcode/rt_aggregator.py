@@ -11,7 +11,10 @@ from memory); the total is scaled in place at the end.
 
 The running buffers are reused from round to round (``ReusedTotals``): the total of a round becomes the
 next global model, so a buffer is taken again only once nothing refers to it any more (no array, view or
-tensor over it is alive: the model it held has been replaced, sent and saved), else a new one is made. In a
+tensor over it is alive: the model it held has been replaced, sent and saved), else a new one is made. On the
+local target the buffers are files in the job's shared-memory folder (``rt_shm.buffer``): the next round's
+task then names the total's file instead of copying 180 MB into a new one, and a buffer is also not taken
+while a site still holds a name of its file (``rt_shm.linked``). In a
 FedAvg job two sets take turns, their pages faulted in once, in the first rounds. Each step rounds as numpy's does
 (torch's fused ``add_(v, alpha=w)`` rounds once instead of twice, which made the sum of two updates depend
 on the order they arrived in), so the result is bit for bit NVFlare's. Other dtypes (integer buffers,
@@ -34,8 +37,9 @@ from nvflare.app_common.aggregators.intime_accumulate_model_aggregator import In
 from nvflare.app_common.aggregators.weighted_aggregation_helper import WeightedAggregationHelper
 
 if __package__:  # imported from the package on the notebook side
-    from . import rt_tensors
+    from . import rt_shm, rt_tensors
 else:  # a job's custom/ folder, where every rt_* module is top-level
+    import rt_shm
     import rt_tensors
 
 IN_PLACE_DTYPES = (np.float32, np.float64)
@@ -71,7 +75,8 @@ class ReusedTotals:
         if buffer is not None:
             self.reused += 1
             return torch.from_numpy(buffer)
-        buffer = np.empty(shape, dtype)
+        shared = rt_shm.directory()
+        buffer = rt_shm.buffer(shape, dtype, shared) if shared else np.empty(shape, dtype)
         self.made += 1
         pool.append(buffer)
         del pool[: -self.keep]  # one still held elsewhere lives on with its holder, out of the pool
@@ -83,7 +88,8 @@ class ReusedTotals:
     def _free_buffer(self, pool: list[np.ndarray], shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
         for buffer in pool:
             if buffer.shape == shape and buffer.dtype == dtype and sys.getrefcount(buffer) <= self.FREE_REFS:
-                return buffer
+                if not rt_shm.linked(buffer):  # no site can still read it (or has yet to)
+                    return buffer
         return None
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import rt_algorithms
 import rt_checks
 import rt_pieces
+import rt_shm
 import torch
 from nvflare.apis.dxo import DXO, DataKind, MetaKey, from_shareable
 from nvflare.apis.executor import Executor
@@ -117,6 +118,7 @@ class RTTrainExecutor(Executor):
         self._num_rounds = 0
         self._scaffold_local: dict[str, torch.Tensor] = {}  # this site's control variate c_i
         self._step_counters: dict[str, int] = {}  # payload["log"]'s default steps, over the whole job
+        self._keeps_freed_memory = False  # rt_pieces.keep_freed_memory, once, on the local target
 
     # -- helpers ---------------------------------------------------------------
     def _model_def(self) -> Any:
@@ -208,7 +210,11 @@ class RTTrainExecutor(Executor):
         try:
             global_weights, global_controls = task_weights(shareable)
             release_task_weights(shareable)
-            rt_pieces.return_freed_memory()  # the received pieces' memory, before training allocates the update
+            if not rt_shm.directory():  # the received pieces' memory, before training allocates the update
+                rt_pieces.return_freed_memory()
+            elif not self._keeps_freed_memory:  # through shared memory nothing lies in the heap: keep the last
+                self._keeps_freed_memory = True  # update's pages for the next one instead of faulting them in
+                rt_pieces.keep_freed_memory(2 * sum(getattr(v, "nbytes", 0) for v in global_weights.values()))
             reference = self._model_reference(global_weights)
             incoming = to_state_dict(global_weights, reference)
             payload = self._payload(shareable, fl_ctx)

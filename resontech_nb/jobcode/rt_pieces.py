@@ -18,7 +18,9 @@ Freed is not yet given back: glibc's malloc keeps the memory of freed pieces for
 piece freed in the middle of its heap stays resident. A site hands it back to the system once a round, when
 the global model has arrived and before its training allocates the update (``return_freed_memory``): a 45 M
 site's peak fell by about 30 MB, at no measurable cost a round. (Trimming after every piece saved 90 MB but
-made rounds 50 % slower: the next piece faults its pages in again.)
+made rounds 50 % slower: the next piece faults its pages in again.) On the local target weights come
+through shared memory, not pieces, and nothing of them lies in the heap: there a site does the opposite
+(``keep_freed_memory``), so that each round's update reuses the pages of the last.
 
 Shipped in the job's ``custom/`` folder; plain Python.
 """
@@ -75,6 +77,38 @@ def return_freed_memory() -> bool:
         return False
     trim(0)
     return True
+
+
+def keep_freed_memory(nbytes: int) -> bool:
+    """Let glibc's malloc keep about ``nbytes`` of freed memory for the next allocations instead of handing it back.
+
+    On the local target a site's training allocates a new update every round (e.g. ``{k: v + 0.01 ...}``: 180 MB
+    for a 45 M-parameter model). glibc maps blocks past its mmap threshold afresh each time (the threshold adapts
+    only after some rounds) and hands a heap's freed top back past its trim threshold, so a round faulted in
+    fresh, zeroed pages for most of those bytes: 40-130 ms a round instead of 20-30 ms for that model. Here
+    blocks up to 32 MB come from the heap, and up to ``nbytes`` (at least 64 MB) of freed memory stays in the
+    process: its resident size stays at its peak between rounds, the peak itself does not grow. Returns whether
+    it could (glibc only; elsewhere nothing changes).
+    """
+    mallopt = _mallopt()
+    if mallopt is None:
+        return False
+    trim = min(max(int(nbytes), 64 << 20), 1 << 31)
+    return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, trim))
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+
+
+@functools.cache
+def _mallopt() -> Callable[[int, int], int] | None:
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):
+        return None
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return mallopt
 
 
 @functools.cache
