@@ -303,7 +303,8 @@ def test_a_site_on_the_local_target_reuses_the_pages_of_its_last_update():
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["kept"] is True
     assert out["faults"][0] > 0.9 * out["pages"]  # the first update faults its pages in
-    assert max(out["faults"][1:]) < 0.2 * out["pages"], out  # the later ones reuse them
+    # the later ones reuse them (without the setting the next two fault in about all of them again)
+    assert max(out["faults"][1:]) < 0.4 * out["pages"] and sum(out["faults"][2:]) < 0.5 * out["pages"], out
 
 
 def test_the_model_of_the_final_validation_task_is_marked(tmp_path):

@@ -57,10 +57,12 @@ def test_an_array_comes_back_as_it_went_a_read_only_view_pooled_when_its_last_vi
             assert len(_files(tmp_path)) == 1 and _pooled(tmp_path, array.nbytes) == []  # held: never reused
             view = back.reshape(-1)[:1]  # a view keeps the file out of the pool as well
             del back
+            rt_shm.release_freed()
             assert _pooled(tmp_path, array.nbytes) == []
             del view
         else:
             del back
+        rt_shm.release_freed()  # (what a freed view leaves waits for the process's next call to rt_shm)
         assert _files(tmp_path) == []  # the last view went: the file went to the pool (an empty one is removed)
         assert _pooled(tmp_path, array.nbytes) == ([inode] if array.nbytes else [])
         with pytest.raises(FileNotFoundError):
@@ -80,6 +82,7 @@ def test_a_pooled_file_is_written_over_by_the_next_array_of_its_size_and_a_held_
     first_inode, held_inode = inode(first_sent), inode(held_sent)
     first, held = rt_shm.take(first_sent, folder), rt_shm.take(held_sent, folder)
     del first
+    rt_shm.release_freed()
     assert _pooled(tmp_path, 4000) == [first_inode]
     third = rt_shm.put(np.full(1000, 3.0, np.float32), folder)  # the pooled file, written over
     assert _pooled(tmp_path, 4000) == [] and inode(third) == first_inode
@@ -104,9 +107,11 @@ def test_a_broadcast_array_is_written_once_while_its_first_file_waits(tmp_path):
     one, two = (rt_shm.take(reference, str(tmp_path)) for reference in (first, second))
     assert np.array_equal(one, weights) and np.array_equal(two, weights) and not one.flags.writeable
     del one  # one site is done: its name goes, the file stays for the other, out of the pool
+    rt_shm.release_freed()
     assert len(_files(tmp_path)) == 1 and _pooled(tmp_path, 4000) == []
     assert rt_shm.put(np.zeros(1000, np.float32), str(tmp_path)) and np.array_equal(two, weights)
     del two
+    rt_shm.release_freed()
     assert _pooled(tmp_path, 4000) == [inode]  # the last name went: pooled
     third = rt_shm.put(weights, str(tmp_path), reuse=True)  # its first name is gone: written again, not linked
     assert np.array_equal(rt_shm.take(third, str(tmp_path)), weights)
@@ -114,6 +119,7 @@ def test_a_broadcast_array_is_written_once_while_its_first_file_waits(tmp_path):
     assert not np.array_equal(rt_shm.take(other, str(tmp_path)), weights)
     del weights
     gc.collect()
+    rt_shm.release_freed()
     assert rt_shm._sent == {}  # forgotten with the arrays
 
 
@@ -130,17 +136,37 @@ def test_a_buffer_is_sent_by_name_and_known_to_be_read_until_its_receivers_are_d
     received = [rt_shm.take(reference, folder) for reference in references]
     assert all(np.all(r == 5.0) for r in received) and rt_shm.linked(total)
     del received
-    assert not rt_shm.linked(total) and _files(tmp_path) == [own] and _pooled(tmp_path, 4000) == []
+    assert not rt_shm.linked(total)  # (which releases what was freed)
+    assert _files(tmp_path) == [own] and _pooled(tmp_path, 4000) == []
     part = rt_shm.put(total[1:], folder)  # a part of a buffer is copied
     assert os.stat(tmp_path / json_name(part)).st_ino != os.stat(tmp_path / own).st_ino
     assert np.all(rt_shm.take(part, folder) == 5.0)
     inode = os.stat(tmp_path / own).st_ino
     del total, as_sent
     gc.collect()
+    rt_shm.release_freed()
     assert own not in _files(tmp_path) and inode in _pooled(tmp_path, 4000)  # the buffer's file, pooled
     assert rt_shm.shared_copy(np.ones(10, np.float32), folder, least=40).base is not None
     small = np.ones(10, np.float32)
     assert rt_shm.shared_copy(small, folder, least=41) is small
+
+
+def test_freeing_runs_no_python_code_the_release_waits_for_the_next_call(tmp_path):
+    # A release run inside a garbage collection could hand the interpreter to another thread mid-parse, which
+    # Python 3.11 fails (gh-106905): a server once failed to decode a site's update that way.
+    calls = []
+    holder = type("Holder", (), {})()
+    rt_shm._when_freed(holder, calls.append, "released")
+    del holder
+    gc.collect()
+    assert calls == [] and len(rt_shm._freed) >= 1
+    rt_shm.release_freed()
+    assert calls == ["released"] and not rt_shm._freed
+    received = rt_shm.take(rt_shm.put(np.ones(100, np.float32), str(tmp_path)), str(tmp_path))
+    del received
+    assert _files(tmp_path) != []  # freed, not yet released
+    rt_shm.put(np.zeros(5, np.float32), str(tmp_path))  # any call releases it first
+    assert len(_pooled(tmp_path, 400)) == 1
 
 
 def test_a_forked_child_freeing_its_copies_pools_nothing_its_parent_reads(tmp_path):
@@ -154,7 +180,8 @@ def test_a_forked_child_freeing_its_copies_pools_nothing_its_parent_reads(tmp_pa
         try:
             del total, received
             gc.collect()
-            os._exit(0 if rt_shm._owned == {} and rt_shm._finalizers == set() else 3)
+            rt_shm.release_freed()
+            os._exit(0 if rt_shm._owned == {} and rt_shm._on_free == {} else 3)
         finally:
             os._exit(4)
     assert os.waitpid(child, 0)[1] == 0
@@ -162,6 +189,7 @@ def test_a_forked_child_freeing_its_copies_pools_nothing_its_parent_reads(tmp_pa
     assert np.all(total == 1.0) and np.all(received == 2.0)
     assert rt_shm._owned_path(total) is not None
     del total, received
+    rt_shm.release_freed()
     assert _files(tmp_path) == [] and len(_pooled(tmp_path, 4000)) == 2  # the parent's own frees still pool
 
 

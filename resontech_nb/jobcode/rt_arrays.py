@@ -29,6 +29,7 @@ Shipped in the job's ``custom/`` folder.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,6 +55,7 @@ RAW_DOWNLOAD_DOT = 101  # NVFlare's own DOTs are 1-6 (nvflare.fuel.utils.fobs.do
 RAW_KINDS = frozenset("biufc")  # bool, signed and unsigned integers, floats, complex
 INLINE_BYTES = 1 << 20  # arrays of a message ride inside it (NVFlare's np.save) while they total at most this
 _INLINE_KEY = "rt_inline_bytes"
+_PARSING = threading.Lock()
 
 
 class WireArray(np.ndarray):
@@ -201,7 +203,8 @@ class WireArrayDecomposer(NumpyArrayDecomposer):
     def native_recompose(self, data: bytes, manager: DatumManager = None) -> np.ndarray:
         if rt_shm.is_reference(data):
             return rt_shm.take(data)
-        return super().native_recompose(data, manager)
+        with _PARSING:  # np.load parses its header with ``ast``: one thread at a time (see rt_shm._when_freed)
+            return super().native_recompose(data, manager)
 
 
 def register() -> None:

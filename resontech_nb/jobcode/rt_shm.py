@@ -10,8 +10,9 @@ maps it read-only with its pages populated in one go: the arrays it gets are rea
 copy). The arrays' bytes are the sender's bytes, so results are bit for bit those of NVFlare's transport.
 
 Files are recycled: writing 180 MB into a new file costs the kernel fresh, zeroed pages (0.09 s here), writing
-over an existing one only the copy (0.035 s). When the last view of a taken file is freed, the receiver moves
-the file into the folder's pool (``free-<bytes>/``) instead of deleting it, and a later ``put`` of an array of
+over an existing one only the copy (0.035 s). Once the last view of a taken file is freed, the receiver moves
+the file into the folder's pool (``free-<bytes>/``) instead of deleting it (at its next call here: nothing runs
+while memory is freed, ``_when_freed``), and a later ``put`` of an array of
 that size, in any process of the job, claims a pooled file (an atomic rename: one claimant wins) and writes
 over it. A file goes to the pool only when no process can still read it: the receiver first renames its own
 name away (no new link to it can be made from then on), and pools the file only when that was its last name
@@ -27,6 +28,7 @@ encodings without a cell (files NVFlare writes to disk) keep NVFlare's encoding.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import mmap
@@ -50,8 +52,9 @@ RELEASED_PREFIX = "released-"
 _counter = itertools.count()
 _sent: dict[int, tuple[weakref.ref, str]] = {}  # id(array) -> (the array, the file its first message got)
 _sent_lock = threading.Lock()
-_owned: dict[int, tuple[str, int]] = {}  # address -> (file, bytes) of this process's ``buffer``s
-_finalizers: set[weakref.finalize] = set()  # this process's pending releases (a forked child drops them)
+_owned: dict[int, tuple[str, int, weakref.ref]] = {}  # address -> (file, bytes, mapping) of this process's buffers
+_freed: collections.deque[weakref.ref] = collections.deque()  # freed objects whose release waits (_when_freed)
+_on_free: dict[int, tuple[weakref.ref, Callable[..., None], tuple]] = {}  # id(ref) -> (ref, release, its args)
 
 
 def directory() -> str | None:
@@ -70,6 +73,7 @@ def put(array: np.ndarray, folder: str, reuse: bool = False) -> bytes:
     not finished with it: the sites of a broadcast ask for their task at about the same time); else the bytes are
     written again.
     """
+    release_freed()
     name = f"{os.getpid()}-{next(_counter)}-{uuid.uuid4().hex[:8]}"
     path = os.path.join(folder, name)
     header = MAGIC + json.dumps({"name": name, "dtype": array.dtype.str, "shape": list(array.shape)}).encode()
@@ -101,7 +105,7 @@ def put(array: np.ndarray, folder: str, reuse: bool = False) -> bytes:
     if reuse:
         with _sent_lock:
             _sent[id(array)] = (weakref.ref(array), path)
-        weakref.finalize(array, _forget, id(array), path)
+        _when_freed(array, _forget, id(array), path)
     return header
 
 
@@ -149,6 +153,7 @@ def buffer(shape: tuple[int, ...], dtype: np.dtype, folder: str) -> np.ndarray:
     Whoever writes into the buffer again must first know that no receiver can still read it (``linked``); when the
     last reference to it in this process is gone its file is pooled as a received one is.
     """
+    release_freed()
     dtype = np.dtype(dtype)
     size = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
     if size == 0:
@@ -167,7 +172,7 @@ def buffer(shape: tuple[int, ...], dtype: np.dtype, folder: str) -> np.ndarray:
     array = np.frombuffer(mapped, dtype=dtype).reshape(shape)
     address = array.ctypes.data
     with _sent_lock:
-        _owned[address] = (path, size)
+        _owned[address] = (path, size, weakref.ref(mapped))
     _when_freed(mapped, _disown, address, path, size)
     return array
 
@@ -183,8 +188,9 @@ def shared_copy(array: np.ndarray, folder: str, least: int = 1 << 20) -> np.ndar
 
 def linked(array: np.ndarray) -> bool:
     """Whether a message names ``array``'s file (a ``buffer``): a receiver may still read it, or has yet to."""
+    release_freed()
     entry = _owned.get(array.__array_interface__["data"][0])
-    if entry is None:
+    if entry is None or entry[2]() is None:
         return False
     try:
         return os.stat(entry[0]).st_nlink > 1
@@ -197,7 +203,9 @@ def _owned_path(array: np.ndarray) -> str | None:
     if not _owned or not array.flags.c_contiguous:
         return None
     entry = _owned.get(array.__array_interface__["data"][0])
-    return entry[0] if entry is not None and entry[1] == array.nbytes else None
+    if entry is None or entry[1] != array.nbytes or entry[2]() is None:  # (a freed buffer: not yet released)
+        return None
+    return entry[0]
 
 
 def _disown(address: int, path: str, size: int) -> None:
@@ -221,6 +229,7 @@ def is_reference(data: object) -> bool:
 def take(data: bytes, folder: str | None = None) -> np.ndarray:
     """The array a reference names: a read-only view of its file, mapped; the file is pooled (or dropped) when
     the last view of it is freed."""
+    release_freed()
     header = json.loads(bytes(data[len(MAGIC) :]))
     folder = folder or directory()
     if not folder:
@@ -249,26 +258,36 @@ def take(data: bytes, folder: str | None = None) -> np.ndarray:
     return np.frombuffer(mapped, dtype=dtype).reshape(shape)
 
 
-def _when_freed(mapped: mmap.mmap, release: Callable[..., None], *args: object) -> None:
-    """Calls ``release(*args)`` once ``mapped`` is freed (after it is unmapped), in this process only.
+def _when_freed(obj: object, release: Callable[..., None], *args: object) -> None:
+    """``release(*args)`` once ``obj`` is freed, at this process's next ``put``, ``take``, ``buffer`` or
+    ``linked`` (``release_freed``).
 
-    A process that ends leaves its names (the folder goes with the job). A child forked while this process held
-    the mapping holds a copy of it, not a name: freeing the copy must not pool a file this process still reads.
+    Freeing calls no Python code: the weak reference's callback is a deque's own (C) ``append``. An object is
+    often freed in the middle of a garbage collection, inside whatever its thread was doing, and Python code run
+    there may hand the interpreter to another thread; Python 3.11 then fails an ``ast`` parse that was under way
+    on either (``SystemError: AST constructor recursion depth mismatch``, cpython gh-106905), and numpy parses
+    every ``np.load`` header that way: it failed a server's decoding of a site's update.
+    A child forked while this process held ``obj`` holds a copy of it, not a name: it releases nothing.
     """
+    ref = weakref.ref(obj, _freed.append)
+    _on_free[id(ref)] = (ref, release, args)
 
-    def done() -> None:
-        _finalizers.discard(finalizer)
-        release(*args)
 
-    finalizer = weakref.finalize(mapped, done)
-    finalizer.atexit = False
-    _finalizers.add(finalizer)
+def release_freed() -> None:
+    """Does what waits for objects freed since the last call (pools their files, forgets sent arrays)."""
+    while _freed:
+        try:
+            ref = _freed.popleft()
+        except IndexError:  # another thread took the last one
+            return
+        entry = _on_free.pop(id(ref), None)
+        if entry is not None:
+            entry[1](*entry[2])
 
 
 def _forget_in_child() -> None:
-    for finalizer in list(_finalizers):
-        finalizer.detach()
-    _finalizers.clear()
+    _freed.clear()
+    _on_free.clear()
     _owned.clear()
     _sent.clear()
 
