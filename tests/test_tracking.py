@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -65,6 +66,8 @@ class MlflowServer:
             stdout=subprocess.DEVNULL,
             stderr=open(self.folder / "server.log", "ab"),
             start_new_session=True,
+            # no job runner: it leaves a folder under /dev/shm behind (MLflow's own mkdtemp) and is not used here
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -77,7 +80,6 @@ class MlflowServer:
         raise RuntimeError("mlflow server did not start")
 
     def stop(self) -> None:
-        import os
         import signal
 
         if self.proc is not None and self.proc.poll() is None:
