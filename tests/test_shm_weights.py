@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import time
+import zipfile
 from pathlib import Path
 
 import fl_models
@@ -209,7 +210,7 @@ def test_folders_of_dead_simulators_are_swept_and_live_ones_kept(tmp_path):
     assert rt_shm.make_dir(1, str(tmp_path / "missing")) is None  # no /dev/shm: NVFlare's transport
 
 
-def _run(shards, monkeypatch, shared: bool, rounds: int = 3):
+def _run(shards, monkeypatch, shared: bool, rounds: int = 3, **federation):
     monkeypatch.setenv(simulator.SHM_ENV, "1" if shared else "0")
     torch.manual_seed(0)
     return submit(
@@ -217,7 +218,9 @@ def _run(shards, monkeypatch, shared: bool, rounds: int = 3):
         shards,
         initial_weights=fl_models.WideNet().state_dict(),
         training=TrainingConfig(img_size=16, local_epochs=1, batch_size=8, learning_rate=0.01),
-        federation=FederationConfig(num_rounds=rounds, min_clients=2, wait_time_after_min_received=0, job_name="shm"),
+        federation=FederationConfig(
+            num_rounds=rounds, min_clients=2, wait_time_after_min_received=0, job_name="shm", **federation
+        ),
     )
 
 
@@ -250,6 +253,41 @@ def test_shared_memory_changes_no_weight_and_no_record_and_leaves_nothing(tmp_pa
         assert "RawArrays - INFO - object has been downloaded" in _logs(jobs[False], side), side
     for job in jobs.values():
         assert rt_shm.dirs_of(job.pid) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["scaffold", "fedopt"])
+def test_shared_memory_changes_nothing_for_the_other_algorithms_and_cross_site_evaluation(
+    tmp_path, monkeypatch, algorithm
+):
+    # SCAFFOLD sends its controls beside the model and sums them in the aggregator's shared buffers too; FedOpt's
+    # global model is its optimizer's fresh arrays (copied into pooled files); cross-site evaluation sends every
+    # site's last model to the others, and the best model is kept from the validations.
+    shards = make_synthetic_shards(tmp_path / "shards", n_clients=2, img_size=16, seed=7)
+    jobs = {}
+    for shared in (True, False):
+        job = _run(
+            shards, monkeypatch, shared, rounds=4, algorithm=algorithm, cross_site_eval=True, select_metric="loss"
+        )
+        assert job.wait(timeout=400) == "FINISHED", job.error
+        jobs[shared] = job
+    fast, plain = jobs[True].result(), jobs[False].result()
+    for name, value in fast.items():
+        assert torch.equal(value, plain[name]), name
+    assert [(r.round, r.global_loss, r.metrics, r.validation) for r in jobs[True].rounds] == [
+        (r.round, r.global_loss, r.metrics, r.validation) for r in jobs[False].rounds
+    ]
+    assert jobs[True].cross_site == jobs[False].cross_site and len(jobs[True].cross_site) == 3  # global + 2 sites
+    assert jobs[True].best_round == jobs[False].best_round is not None
+    best = jobs[True].result("best")
+    for name, value in jobs[False].result("best").items():
+        assert torch.equal(best[name], value), name
+    assert "arrays through shared memory in /dev/shm/" in _logs(jobs[True], "server")
+    for job in jobs.values():
+        assert rt_shm.dirs_of(job.pid) == []
+        models = sorted(job.workspace.glob("server/**/models/*.pt"))  # what the job gives back: zip checksums
+        assert [p.name for p in models] == ["best_model.pt", "global_model.pt"]
+        assert all(zipfile.ZipFile(p).testzip() is None for p in models)
 
 
 def _wait_for_folder(job, timeout: float = 120.0) -> Path:

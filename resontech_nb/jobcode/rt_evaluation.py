@@ -67,7 +67,10 @@ class Evaluation:
         self.write()
 
     def finish(self) -> None:
-        rt_files.remove_spare(os.path.join(self.run_dir, rt_files.MODEL_DIR, rt_files.BEST_MODEL_FILE))
+        best = os.path.join(self.run_dir, rt_files.MODEL_DIR, rt_files.BEST_MODEL_FILE)
+        if os.path.isfile(best):  # a copy of a round's model saved without zip checksums: added once, here
+            rt_files.add_zip_checksums(best)
+        rt_files.remove_spare(best)
         if self.select_metric and self.best_round is None:
             seen = ", ".join(sorted(self.metrics_seen)) or "none (no site returned validation metrics)"
             self.error = (

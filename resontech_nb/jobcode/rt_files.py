@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import ctypes
 import os
+import struct
+import zipfile
+import zlib
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -56,3 +59,61 @@ def _exchange(first: str, second: str) -> bool:
     renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
     renameat2.restype = ctypes.c_int
     return renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0
+
+
+def add_zip_checksums(path: str) -> bool:
+    """Writes the CRC-32 of each stored entry of the zip at ``path`` whose recorded checksum is 0 but whose bytes
+    are not empty (``torch.save`` without ``compute_crc32``); returns whether it wrote any.
+
+    A model saved mid-job skips them (``rt_persistor``); the files a job gives back get them at its end, so that
+    zip tools check them as any other (one pass over the bytes: 0.045 s for 180 MB here). The checksum goes where
+    the entry keeps it: its central directory record, and its data descriptor when it has one (torch's entries do)
+    or else its local header. Compressed entries are left as they are (torch writes none).
+    """
+    if not zipfile.is_zipfile(path):  # (a persistor of the user's own may save in another format)
+        return False
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        directory = archive.start_dir
+    todo = [
+        (number, info)
+        for number, info in enumerate(infos)
+        if info.CRC == 0 and info.file_size and info.compress_type == zipfile.ZIP_STORED
+    ]
+    if not todo:
+        return False
+    records, position = [], directory  # where each entry's record of the central directory starts
+    for info in infos:
+        records.append(position)
+        name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+        position += 46 + len(name) + len(info.extra) + len(info.comment)
+    with open(path, "r+b") as fh:
+        for number, info in todo:
+            fh.seek(info.header_offset)
+            local = fh.read(30)
+            if local[:4] != b"PK\x03\x04":
+                raise ValueError(f"{path}: no local header for {info.filename}")
+            name_length, extra_length = struct.unpack("<HH", local[26:30])
+            start = info.header_offset + 30 + name_length + extra_length
+            fh.seek(start)
+            crc, left = 0, info.file_size
+            while left:
+                chunk = fh.read(min(left, 16 << 20))
+                if not chunk:
+                    raise ValueError(f"{path}: {info.filename} ends early")
+                crc = zlib.crc32(chunk, crc)
+                left -= len(chunk)
+            packed = struct.pack("<I", crc)
+            if info.flag_bits & 0x08:  # a data descriptor follows the bytes, with or without its signature
+                at = start + info.file_size
+                fh.seek(at)
+                fh.seek(at + 4 if fh.read(4) == b"PK\x07\x08" else at)
+            else:
+                fh.seek(info.header_offset + 14)
+            fh.write(packed)
+            fh.seek(records[number])
+            if fh.read(4) != b"PK\x01\x02":
+                raise ValueError(f"{path}: no directory record for {info.filename}")
+            fh.seek(records[number] + 16)
+            fh.write(packed)
+    return True

@@ -3,7 +3,8 @@
 The global model is saved every round (a job that stops early still leaves its latest model). A round's save
 before the last skips the zip checksums torch computes over every byte (``compute_crc32``, torch 2.6 and later):
 0.024 s instead of 0.058 s for a 45 M-parameter model. ``torch.load`` reads such a file as any other; the last
-round's model, the one a finished job gives back, is written with them, so zip tools check it too.
+round's model, the one a finished job gives back, is written with them, and a job that ends earlier gets them
+added to its last model at its end (``rt_files.add_zip_checksums``), so zip tools check what a job gives back.
 Shipped in the job's ``custom/`` folder; plain NVFlare + torch.
 """
 
@@ -102,7 +103,10 @@ class RTModelPersistor(ModelPersistor):
     def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
         super().handle_event(event_type, fl_ctx)
         if event_type in (EventType.ABOUT_TO_END_RUN, EventType.END_RUN):  # no model is saved after the workflows
-            rt_files.remove_spare(self._model_path(fl_ctx))
+            path = self._model_path(fl_ctx)
+            if os.path.isfile(path):  # a job that ended early gives back a model saved without checksums
+                rt_files.add_zip_checksums(path)  # (before the recorder, listed after us, reports the end)
+            rt_files.remove_spare(path)
 
 
 def last_round(fl_ctx: FLContext) -> bool:
