@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -138,13 +140,15 @@ def test_totals_summed_into_reused_buffers_are_nvflares_bit_for_bit_round_after_
                 np.testing.assert_array_equal(result[key], value, strict=True, err_msg=f"held {number} {key}")
 
 
+def two_site_round(helper: WeightedAggregationHelper, seed: int) -> dict:
+    helper.add(big_update(seed), 2.0, "site-1", seed)
+    helper.add(big_update(seed + 1), 1.0, "site-2", seed)
+    return helper.get_result()
+
+
 def test_a_buffer_is_reused_only_once_nothing_refers_to_the_model_it_held():
     helper = rt_aggregator.InPlaceWeightedSum()
-
-    def round_of(seed: int) -> dict:
-        helper.add(big_update(seed), 2.0, "site-1", seed)
-        helper.add(big_update(seed + 1), 1.0, "site-2", seed)
-        return helper.get_result()
+    round_of = functools.partial(two_site_round, helper)
 
     first = round_of(0)
     as_sent = torch.from_numpy(np.asarray(first["big"]).view())  # a tensor over a view, as a message or a file holds it
@@ -167,12 +171,7 @@ def test_a_buffer_is_reused_only_once_nothing_refers_to_the_model_it_held():
 
 def test_on_the_local_target_a_total_is_a_shared_buffer_never_reused_while_a_site_reads_it(tmp_path, monkeypatch):
     monkeypatch.setenv(rt_shm.SHM_DIR_ENV, str(tmp_path))  # as the local target's simulator sets it
-    helper = rt_aggregator.InPlaceWeightedSum()
-
-    def round_of(seed: int) -> dict:
-        helper.add(big_update(seed), 2.0, "site-1", seed)
-        helper.add(big_update(seed + 1), 1.0, "site-2", seed)
-        return helper.get_result()
+    round_of = functools.partial(two_site_round, rt_aggregator.InPlaceWeightedSum())
 
     first = round_of(0)
     address = first["big"].ctypes.data
@@ -189,11 +188,5 @@ def test_on_the_local_target_a_total_is_a_shared_buffer_never_reused_while_a_sit
     del reading  # the site is done with it
     fourth = round_of(3)  # the first model's buffer is free again: summed into
     assert fourth["big"].ctypes.data == address
-    assert np.array_equal(third["big"], nvflare_round(2))  # and the third model, held, is untouched
-
-
-def nvflare_round(seed: int) -> np.ndarray:
-    helper = WeightedAggregationHelper()
-    helper.add(big_update(seed), 2.0, "site-1", seed)
-    helper.add(big_update(seed + 1), 1.0, "site-2", seed)
-    return helper.get_result()["big"]
+    untouched = two_site_round(WeightedAggregationHelper(), 2)["big"]  # NVFlare's own sum of the third round
+    assert np.array_equal(third["big"], untouched)  # the third model, still held, was never written over
