@@ -295,6 +295,7 @@ def test_a_site_on_the_local_target_reuses_the_pages_of_its_last_update():
     import subprocess
 
     from resontech_nb.jobcode import JOBCODE_DIR as jobcode
+    from resontech_nb.jobcode import rt_pieces
 
     done = subprocess.run(
         [sys.executable, "-c", KEEP_CHECK, str(jobcode), "keep"], capture_output=True, text=True, timeout=60
@@ -302,6 +303,7 @@ def test_a_site_on_the_local_target_reuses_the_pages_of_its_last_update():
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["kept"] is True
+    assert rt_pieces.keep_freed_memory(rt_pieces.KEEP_FROM - 1) is False  # a small model's site changes nothing
     assert out["faults"][0] > 0.9 * out["pages"]  # the first update faults its pages in
     # the later ones reuse them (without the setting the next two fault in about all of them again)
     assert max(out["faults"][1:]) < 0.4 * out["pages"] and sum(out["faults"][2:]) < 0.5 * out["pages"], out

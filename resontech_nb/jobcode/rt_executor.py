@@ -118,7 +118,7 @@ class RTTrainExecutor(Executor):
         self._num_rounds = 0
         self._scaffold_local: dict[str, torch.Tensor] = {}  # this site's control variate c_i
         self._step_counters: dict[str, int] = {}  # payload["log"]'s default steps, over the whole job
-        self._keeps_freed_memory = False  # rt_pieces.keep_freed_memory, once, on the local target
+        self._keeps_freed_memory: bool | None = None  # rt_pieces.keep_freed_memory, decided at the first task
 
     # -- helpers ---------------------------------------------------------------
     def _model_def(self) -> Any:
@@ -210,11 +210,11 @@ class RTTrainExecutor(Executor):
         try:
             global_weights, global_controls = task_weights(shareable)
             release_task_weights(shareable)
-            if not rt_shm.directory():  # the received pieces' memory, before training allocates the update
+            if self._keeps_freed_memory is None:  # on the local target a large model's site keeps the pages of
+                model_bytes = sum(getattr(v, "nbytes", 0) for v in global_weights.values())  # its last update
+                self._keeps_freed_memory = bool(rt_shm.directory()) and rt_pieces.keep_freed_memory(2 * model_bytes)
+            if not self._keeps_freed_memory:  # else what it freed goes back to the system before training allocates
                 rt_pieces.return_freed_memory()
-            elif not self._keeps_freed_memory:  # through shared memory nothing lies in the heap: keep the last
-                self._keeps_freed_memory = True  # update's pages for the next one instead of faulting them in
-                rt_pieces.keep_freed_memory(2 * sum(getattr(v, "nbytes", 0) for v in global_weights.values()))
             reference = self._model_reference(global_weights)
             incoming = to_state_dict(global_weights, reference)
             payload = self._payload(shareable, fl_ctx)

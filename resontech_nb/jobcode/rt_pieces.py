@@ -86,17 +86,21 @@ def keep_freed_memory(nbytes: int) -> bool:
     for a 45 M-parameter model). glibc maps blocks past its mmap threshold afresh each time (the threshold adapts
     only after some rounds) and hands a heap's freed top back past its trim threshold, so a round faulted in
     fresh, zeroed pages for most of those bytes: 40-130 ms a round instead of 20-30 ms for that model. Here
-    blocks up to 32 MB come from the heap, and up to ``nbytes`` (at least 64 MB) of freed memory stays in the
-    process: its resident size stays at its peak between rounds, the peak itself does not grow. Returns whether
-    it could (glibc only; elsewhere nothing changes).
+    blocks up to 32 MB come from the heap, and up to ``nbytes`` of freed memory stays in the process: its resident
+    size stays at its peak between rounds, the peak itself does not grow. Below ``KEEP_FROM`` bytes nothing
+    changes (a few thousand faults a round; 64 small sites would hold more memory for nothing). Returns whether it
+    did (glibc only; elsewhere nothing changes).
     """
+    if nbytes < KEEP_FROM:
+        return False
     mallopt = _mallopt()
     if mallopt is None:
         return False
-    trim = min(max(int(nbytes), 64 << 20), 1 << 31)
+    trim = min(int(nbytes), 1 << 31)
     return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, trim))
 
 
+KEEP_FROM = 64 << 20  # keep_freed_memory: smaller models' pages are not worth keeping between rounds
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 
 
