@@ -100,7 +100,7 @@ def keep_freed_memory(nbytes: int) -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, trim))
 
 
-KEEP_FROM = 64 << 20  # keep_freed_memory: smaller models' pages are not worth keeping between rounds
+KEEP_FROM = 64 << 20  # keep_freed_memory's bytes (twice a 32 MB model): less is not worth keeping between rounds
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 
 
