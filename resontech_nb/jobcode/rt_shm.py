@@ -51,7 +51,7 @@ POOL_PREFIX = "free-"  # free-<bytes>/: files whose readers are done, for the ne
 RELEASED_PREFIX = "released-"
 _counter = itertools.count()
 _sent: dict[int, tuple[weakref.ref, str]] = {}  # id(array) -> (the array, the file its first message got)
-_sent_lock = threading.Lock()
+_lock = threading.Lock()  # guards _sent and _owned
 _owned: dict[int, tuple[str, int, weakref.ref]] = {}  # address -> (file, bytes, mapping) of this process's buffers
 _freed: collections.deque[weakref.ref] = collections.deque()  # freed objects whose release waits (_when_freed)
 _on_free: dict[int, tuple[weakref.ref, Callable[..., None], tuple]] = {}  # id(ref) -> (ref, release, its args)
@@ -74,7 +74,7 @@ def put(array: np.ndarray, folder: str, reuse: bool = False) -> bytes:
     written again.
     """
     release_freed()
-    name = f"{os.getpid()}-{next(_counter)}-{uuid.uuid4().hex[:8]}"
+    name = _new_name()
     path = os.path.join(folder, name)
     header = MAGIC + json.dumps({"name": name, "dtype": array.dtype.str, "shape": list(array.shape)}).encode()
     owned = _owned_path(array)
@@ -82,7 +82,7 @@ def put(array: np.ndarray, folder: str, reuse: bool = False) -> bytes:
         os.link(owned, path)
         return header
     if reuse:
-        with _sent_lock:
+        with _lock:
             entry = _sent.get(id(array))
             if entry is not None and entry[0]() is array:
                 try:
@@ -103,10 +103,15 @@ def put(array: np.ndarray, folder: str, reuse: bool = False) -> bytes:
     finally:
         os.close(fd)
     if reuse:
-        with _sent_lock:
+        with _lock:
             _sent[id(array)] = (weakref.ref(array), path)
         _when_freed(array, _forget, id(array), path)
     return header
+
+
+def _new_name() -> str:
+    """A file name no process of the job has used: this process's, numbered."""
+    return f"{os.getpid()}-{next(_counter)}-{uuid.uuid4().hex[:8]}"
 
 
 def _pool(folder: str, size: int) -> str:
@@ -158,7 +163,7 @@ def buffer(shape: tuple[int, ...], dtype: np.dtype, folder: str) -> np.ndarray:
     size = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
     if size == 0:
         return np.empty(shape, dtype)
-    path = os.path.join(folder, f"{os.getpid()}-{next(_counter)}-{uuid.uuid4().hex[:8]}")
+    path = os.path.join(folder, _new_name())
     fd = _claim(folder, size, path)
     try:
         os.ftruncate(fd, size)
@@ -171,7 +176,7 @@ def buffer(shape: tuple[int, ...], dtype: np.dtype, folder: str) -> np.ndarray:
         os.close(fd)
     array = np.frombuffer(mapped, dtype=dtype).reshape(shape)
     address = array.ctypes.data
-    with _sent_lock:
+    with _lock:
         _owned[address] = (path, size, weakref.ref(mapped))
     _when_freed(mapped, _disown, address, path, size)
     return array
@@ -209,14 +214,14 @@ def _owned_path(array: np.ndarray) -> str | None:
 
 
 def _disown(address: int, path: str, size: int) -> None:
-    with _sent_lock:
+    with _lock:
         if _owned.get(address, (None,))[0] == path:
             del _owned[address]
     _release(path, size)
 
 
 def _forget(key: int, path: str) -> None:
-    with _sent_lock:
+    with _lock:
         entry = _sent.get(key)
         if entry is not None and entry[1] == path:
             del _sent[key]
